@@ -1,0 +1,85 @@
+# chatstack: `make demo` runs the stack in a local container, `make test` proves it.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+export CONTAINERS_CONF := $(CURDIR)/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Debian packages the controller needs; installed only when missing.
+HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+DEMO := chatstack-demo
+DEMO_IMAGE := localhost/chatstack-debian12
+
+.PHONY: help host-packages venv lock images images-rebuild demo demo-destroy \
+        lint test-app test-molecule test clean
+
+help: ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+host-packages: ## Install the Debian packages the controller needs
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing: $$missing"; \
+	    $(SUDO) apt-get update -qq; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/.installed: requirements.lock app/pyproject.toml | host-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e app
+	touch $@
+
+venv: $(BIN)/.installed ## Create .venv from requirements.lock
+
+lock: ## Re-lock controller tools and the app's dependencies
+	$(BIN)/uv pip compile app/pyproject.toml --universal --python-version 3.11 \
+	    --generate-hashes --quiet -o app/requirements.lock
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 \
+	    --generate-hashes --quiet -o requirements.lock
+
+images: | host-packages ## Build the Debian 12 and 13 test images (skipped when present)
+	$(SUDO) molecule/images/build.sh bookworm localhost/chatstack-debian12
+	$(SUDO) molecule/images/build.sh trixie localhost/chatstack-debian13
+
+images-rebuild: | host-packages ## Rebuild the test images
+	$(SUDO) molecule/images/build.sh bookworm localhost/chatstack-debian12 --force
+	$(SUDO) molecule/images/build.sh trixie localhost/chatstack-debian13 --force
+
+demo: venv ## Provision a local Debian 12 container; chat on https://127.0.0.1:8443/
+	molecule/images/build.sh bookworm $(DEMO_IMAGE)
+	podman container exists $(DEMO) || podman create --name $(DEMO) --hostname $(DEMO) \
+	    --systemd=always -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443 $(DEMO_IMAGE)
+	podman start $(DEMO) >/dev/null
+	podman exec $(DEMO) systemctl is-system-running --wait >/dev/null || true
+	$(BIN)/ansible-playbook -i inventory/demo playbooks/site.yml
+	@echo; echo "chatstack is up: https://127.0.0.1:8443/ (self-signed certificate)"
+
+demo-destroy: ## Remove the demo container
+	podman rm --force --ignore $(DEMO)
+
+lint: venv ## yamllint, ansible-lint (production profile) and ruff
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --strict
+	$(BIN)/ruff check app roles molecule bench
+	$(BIN)/ruff format --check app roles molecule bench
+
+test-app: venv ## The app's tests (against a real redis-server)
+	cd app && ../$(BIN)/pytest -q
+
+test-molecule: venv images ## Converge, idempotence and verify on Debian 12 and 13
+	$(BIN)/molecule test --all
+
+test: lint test-app test-molecule ## Everything CI runs
+
+clean: demo-destroy ## Remove the demo, .venv and build output
+	rm -rf $(VENV) build

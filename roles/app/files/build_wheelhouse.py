@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Build the wheelhouse a target installs from with `pip --no-index`.
+
+Runs on the controller, because targets may not reach (or trust) the package
+index. The lock file's environment markers are evaluated for the *target's*
+interpreter (pip would evaluate them for the controller's: Debian 12 runs
+Python 3.11.2, where redis needs async-timeout and a newer controller
+Python does not). The exact pins are then fetched with --no-deps for the
+target's tags, next to the app's own wheel, built reproducibly.
+
+Prints one JSON object: {"changed": bool, "release": id, "path": dir}. The
+release id is a digest of every wheel, so the same inputs give the same id.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+# Source dirs and files that never belong in the app wheel.
+IGNORED = {"build", "dist", "tests", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv"}
+# Fixed timestamp for the files inside the app wheel: same source, same bytes.
+SOURCE_DATE_EPOCH = "315532800"
+
+
+def target_environment(version: str, machine: str) -> dict:
+    major, minor, _ = version.split(".")
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": version,
+        "os_name": "posix",
+        "platform_machine": machine,
+        "platform_python_implementation": "CPython",
+        "platform_system": "Linux",
+        "python_full_version": version,
+        "python_version": f"{major}.{minor}",
+        "sys_platform": "linux",
+    }
+
+
+def pins_for(lock: Path, env: dict) -> list[str]:
+    pins = []
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate(env):
+            pins.append(f"{req.name}{req.specifier}")
+    return sorted(pins)
+
+
+def source_files(app: Path) -> list[Path]:
+    files = []
+    for path in sorted(app.rglob("*")):
+        parts = set(path.relative_to(app).parts)
+        if path.is_file() and not parts & IGNORED and not any(
+            p.endswith(".egg-info") for p in parts
+        ) and path.suffix != ".pyc":
+            files.append(path)
+    return files
+
+
+def inputs_digest(app: Path, lock: Path, env: dict) -> str:
+    digest = hashlib.sha256(json.dumps(env, sort_keys=True).encode())
+    digest.update(lock.read_bytes())
+    for path in source_files(app):
+        digest.update(str(path.relative_to(app)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def pip(*args: str, env: dict | None = None) -> None:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}")
+
+
+def build(app: Path, pins: list[str], version: str, machine: str, glibc: str, out: Path) -> None:
+    major, minor, _ = version.split(".")
+    tag = f"cp{major}{minor}"
+    platform = f"manylinux_{glibc.replace('.', '_')}_{machine}"
+    pip("download", "--no-deps", "--only-binary=:all:", "--dest", str(out),
+        "--python-version", version, "--implementation", "cp",
+        "--abi", tag, "--abi", "abi3", "--abi", "none",
+        "--platform", platform, "--platform", "any", *pins)
+    with tempfile.TemporaryDirectory() as src:
+        # Build from a clean copy so stale build/ output never ends up in the wheel.
+        for path in source_files(app):
+            dest = Path(src, path.relative_to(app))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        pip("wheel", "--no-deps", "--wheel-dir", str(out), src,
+            env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+    app_wheel = next(out.glob("chatstack-*.whl"))
+    (out / "requirements.txt").write_text("\n".join([*pins, f"./{app_wheel.name}"]) + "\n")
+
+
+def release_id(out: Path) -> str:
+    digest = hashlib.sha256()
+    for wheel in sorted(out.glob("*.whl")):
+        digest.update(wheel.name.encode())
+        digest.update(hashlib.sha256(wheel.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", type=Path, required=True, help="app source dir (pyproject.toml)")
+    parser.add_argument("--lock", type=Path, required=True, help="universal lock file")
+    parser.add_argument("--python", required=True, help="target Python, e.g. 3.11.2")
+    parser.add_argument("--machine", default="x86_64", help="target platform_machine")
+    parser.add_argument("--glibc", default="2.36", help="oldest target glibc, e.g. 2.36")
+    parser.add_argument("--out", type=Path, required=True, help="parent dir of wheelhouses")
+    args = parser.parse_args()
+
+    env = target_environment(args.python, args.machine)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out.resolve() / f"cp{args.python}-{args.machine}"
+    stamp = out / ".inputs"
+    digest = inputs_digest(args.app.resolve(), args.lock.resolve(), env)
+    changed = not (stamp.exists() and stamp.read_text() == digest)
+    if changed:
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=args.out))
+        build(args.app.resolve(), pins_for(args.lock, env), args.python, args.machine,
+              args.glibc, tmp)
+        (tmp / ".inputs").write_text(digest)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    print(json.dumps({"changed": changed, "release": release_id(out), "path": str(out)}))
+
+
+if __name__ == "__main__":
+    main()
