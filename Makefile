@@ -32,11 +32,9 @@ host-packages: ## Install the Debian packages the controller needs
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(BIN)/.installed: requirements.lock app/pyproject.toml | host-packages
+$(BIN)/.installed: requirements.lock | host-packages
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e app
 	touch $@
 
 venv: $(BIN)/.installed ## Create .venv from requirements.lock

@@ -46,14 +46,17 @@ def target_environment(version: str, machine: str) -> dict:
 
 
 def pins_for(lock: Path, env: dict) -> list[str]:
+    """The lock's requirements that apply to the target, markers dropped, hashes kept."""
+    logical = lock.read_text().replace("\\\n", " ")
     pins = []
-    for line in lock.read_text().splitlines():
-        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+    for line in logical.splitlines():
+        line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
-        req = Requirement(line)
+        spec, *hashes = line.split(" --hash=")
+        req = Requirement(spec)
         if req.marker is None or req.marker.evaluate(env):
-            pins.append(f"{req.name}{req.specifier}")
+            pins.append(" ".join([f"{req.name}{req.specifier}", *(f"--hash={h.strip()}" for h in hashes)]))
     return sorted(pins)
 
 
@@ -87,11 +90,17 @@ def pip(*args: str, env: dict | None = None) -> None:
 def build(app: Path, pins: list[str], version: str, machine: str, glibc: str, out: Path) -> None:
     major, minor, _ = version.split(".")
     tag = f"cp{major}{minor}"
-    platform = f"manylinux_{glibc.replace('.', '_')}_{machine}"
+    # pip does not widen a PEP 600 tag to older glibc versions: list them all.
+    glibc_minor = int(glibc.split(".")[1])
+    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 4, -1)]
+    platforms += [f"manylinux{legacy}_{machine}" for legacy in ("2014", "2010", "1")]
+    requirements = out / "requirements.txt"
+    requirements.write_text("\n".join(pins) + "\n")
     pip("download", "--no-deps", "--only-binary=:all:", "--dest", str(out),
         "--python-version", version, "--implementation", "cp",
         "--abi", tag, "--abi", "abi3", "--abi", "none",
-        "--platform", platform, "--platform", "any", *pins)
+        *(f"--platform={platform}" for platform in platforms),
+        "--requirement", str(requirements))
     with tempfile.TemporaryDirectory() as src:
         # Build from a clean copy so stale build/ output never ends up in the wheel.
         for path in source_files(app):
@@ -100,8 +109,11 @@ def build(app: Path, pins: list[str], version: str, machine: str, glibc: str, ou
             shutil.copy2(path, dest)
         pip("wheel", "--no-deps", "--wheel-dir", str(out), src,
             env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+    # The target installs in hash-checking mode, the app's own wheel included.
     app_wheel = next(out.glob("chatstack-*.whl"))
-    (out / "requirements.txt").write_text("\n".join([*pins, f"./{app_wheel.name}"]) + "\n")
+    app_hash = hashlib.sha256(app_wheel.read_bytes()).hexdigest()
+    with requirements.open("a") as file:
+        file.write(f"./{app_wheel.name} --hash=sha256:{app_hash}\n")
 
 
 def release_id(out: Path) -> str:
@@ -130,8 +142,12 @@ def main() -> None:
     changed = not (stamp.exists() and stamp.read_text() == digest)
     if changed:
         tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=args.out))
-        build(args.app.resolve(), pins_for(args.lock, env), args.python, args.machine,
-              args.glibc, tmp)
+        try:
+            build(args.app.resolve(), pins_for(args.lock, env), args.python, args.machine,
+                  args.glibc, tmp)
+        except BaseException:
+            shutil.rmtree(tmp)
+            raise
         (tmp / ".inputs").write_text(digest)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)

@@ -1,0 +1,124 @@
+"""What a converged chatstack host must do, checked on the host itself."""
+
+import asyncio
+import json
+
+import pytest
+from chatclient import next_of_type
+
+UNITS = [
+    "redis-server.service",
+    "nginx.service",
+    "chatstack-uwsgi.socket",
+    "chatstack-uwsgi.service",
+    "chatstack-daphne@7001.service",
+]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_enabled_and_running(host, unit):
+    service = host.service(unit)
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_no_failed_units(host):
+    failed = host.check_output("systemctl --failed --no-legend --plain")
+    assert failed == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("tcp://127.0.0.1:6379", False),
+        ("tcp://127.0.0.1:7001", False),
+        ("tcp://0.0.0.0:80", True),
+        ("tcp://0.0.0.0:443", True),
+    ],
+)
+def test_listening_sockets(host, address, public):
+    assert host.socket(address).is_listening
+    port = address.rsplit(":", 1)[1]
+    if not public:
+        # Backends must not be reachable from outside the host.
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+        assert not host.socket(f"tcp://:::{port}").is_listening
+
+
+def test_uwsgi_socket_only_for_nginx(host):
+    sock = host.file("/run/chatstack-uwsgi.sock")
+    assert sock.is_socket
+    assert sock.group == "www-data"
+    assert sock.mode == 0o660
+
+
+def test_nginx_config_is_valid(host):
+    assert host.run("nginx -t").rc == 0
+
+
+def test_secrets_are_private(host):
+    for path in ["/etc/chatstack/chatstack.env", "/etc/chatstack/secret_key"]:
+        secret = host.file(path)
+        assert secret.user == "root"
+        assert secret.mode == 0o600
+    key = host.file("/etc/ssl/private/chatstack.key")
+    assert key.mode == 0o600
+
+
+def test_services_run_unprivileged(host):
+    for unit in ["chatstack-uwsgi.service", "chatstack-daphne@7001.service"]:
+        pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
+        assert host.check_output(f"ps -o user= -p {pid}") == "chatstack"
+
+
+def test_http_redirects_to_https(host):
+    response = host.run("python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 80); "
+                        "c.request('GET', '/chat/'); r=c.getresponse(); "
+                        "print(r.status, r.getheader('Location'))\"")
+    assert response.stdout.split() == ["301", "https://127.0.0.1/chat/"]
+
+
+def test_healthz_through_nginx(site):
+    status, _, body = site.session().request("/healthz")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+
+
+def test_static_files_served_by_nginx(site):
+    status, _, page = site.session().request("/accounts/login/")
+    assert status == 200
+    stylesheet = next(part.split('"')[0] for part in page.split('href="')[1:]
+                      if part.startswith("/static/"))
+    status, headers, _ = site.session().request(stylesheet)
+    assert status == 200
+    assert "max-age" in headers.get("Cache-Control", "")
+
+
+def test_chat_page_after_signup(site, new_username):
+    browser = site.session()
+    status, headers, _ = browser.request("/chat/")
+    assert status == 302 and "/accounts/login/" in headers["Location"]
+    browser.signup(new_username)
+    status, _, page = browser.request("/chat/lobby/")
+    assert status == 200
+    assert "chat-log" in page
+
+
+def test_websocket_message_reaches_other_client(site, new_username):
+    alice, bob = site.session(), site.session()
+    alice.signup(new_username + "a")
+    bob.signup(new_username + "b")
+
+    async def exchange():
+        async with alice.websocket("molecule") as ws_a, bob.websocket("molecule") as ws_b:
+            await next_of_type(ws_a, "history")
+            await next_of_type(ws_b, "history")
+            await ws_a.send(json.dumps({"message": "hello <b>bob</b>"}))
+            received = await next_of_type(ws_b, "message")
+            echoed = await next_of_type(ws_a, "message")
+            return received, echoed
+
+    received, echoed = asyncio.run(exchange())
+    assert received["user"] == new_username + "a"
+    assert received["message"] == "hello <b>bob</b>"
+    assert received["id"] == echoed["id"]
