@@ -17,7 +17,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
-.PHONY: help host-packages venv lock images images-rebuild demo demo-destroy \
+.PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
         lint test-app test-molecule test clean
 
 help: ## List the targets
@@ -45,15 +45,19 @@ lock: ## Re-lock controller tools and the app's dependencies
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 \
 	    --generate-hashes --quiet -o requirements.lock
 
-images: | host-packages ## Build the Debian 12 and 13 test images (skipped when present)
-	$(SUDO) molecule/images/build.sh bookworm localhost/chatstack-debian12
-	$(SUDO) molecule/images/build.sh trixie localhost/chatstack-debian13
+# Test hosts boot systemd, which needs rootful Podman.
+root:
+	@[ "$$(id -u)" = 0 ] || { echo "run this as root: test containers use rootful Podman" >&2; exit 1; }
 
-images-rebuild: | host-packages ## Rebuild the test images
-	$(SUDO) molecule/images/build.sh bookworm localhost/chatstack-debian12 --force
-	$(SUDO) molecule/images/build.sh trixie localhost/chatstack-debian13 --force
+images: | root host-packages ## Build the Debian 12 and 13 test images (skipped when present)
+	molecule/images/build.sh bookworm localhost/chatstack-debian12
+	molecule/images/build.sh trixie localhost/chatstack-debian13
 
-demo: venv ## Provision a local Debian 12 container; chat on https://127.0.0.1:8443/
+images-rebuild: | root host-packages ## Rebuild the test images
+	molecule/images/build.sh bookworm localhost/chatstack-debian12 --force
+	molecule/images/build.sh trixie localhost/chatstack-debian13 --force
+
+demo: root venv ## Provision a local Debian 12 container; chat on https://127.0.0.1:8443/
 	molecule/images/build.sh bookworm $(DEMO_IMAGE)
 	podman container exists $(DEMO) || podman create --name $(DEMO) --hostname $(DEMO) \
 	    --systemd=always -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443 $(DEMO_IMAGE)

@@ -33,7 +33,9 @@ for unit in getty@tty1.service systemd-remount-fs.service dev-hugepages.mount \
             sys-fs-fuse-connections.mount systemd-logind.service; do
     ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+# No package lists and no cache: the first apt task refreshes them, instead
+# of trusting lists as old as the image.
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
 
 tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["/sbin/init"]' \

@@ -8,8 +8,9 @@ Python 3.11.2, where redis needs async-timeout and a newer controller
 Python does not). The exact pins are then fetched with --no-deps for the
 target's tags, next to the app's own wheel, built reproducibly.
 
-Prints one JSON object: {"changed": bool, "release": id, "path": dir}. The
-release id is a digest of every wheel, so the same inputs give the same id.
+Prints one JSON object: {"changed": bool, "release": id, "archive": file}.
+The release id is a digest of every wheel and the requirements, so the same inputs give the same
+id. The archive holds the wheels and requirements.txt, to ship in one transfer.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -118,9 +120,9 @@ def build(app: Path, pins: list[str], version: str, machine: str, glibc: str, ou
 
 def release_id(out: Path) -> str:
     digest = hashlib.sha256()
-    for wheel in sorted(out.glob("*.whl")):
-        digest.update(wheel.name.encode())
-        digest.update(hashlib.sha256(wheel.read_bytes()).digest())
+    for path in sorted([*out.glob("*.whl"), out / "requirements.txt"]):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -148,10 +150,18 @@ def main() -> None:
         except BaseException:
             shutil.rmtree(tmp)
             raise
+        with tarfile.open(tmp / "wheelhouse.tar", "w") as archive:
+            for path in sorted(tmp.iterdir()):
+                if path.name != "wheelhouse.tar":
+                    archive.add(path, arcname=path.name)
         (tmp / ".inputs").write_text(digest)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-    print(json.dumps({"changed": changed, "release": release_id(out), "path": str(out)}))
+    print(json.dumps({
+        "changed": changed,
+        "release": release_id(out),
+        "archive": str(out / "wheelhouse.tar"),
+    }))
 
 
 if __name__ == "__main__":

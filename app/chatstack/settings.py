@@ -1,0 +1,248 @@
+"""Django settings for chatstack.
+
+Every deployment-specific value comes from a CHATSTACK_* environment variable,
+so one wheel serves every host and the deployment owns a single env file.
+Missing required variables are reported together, so a broken env file is
+fixed in one pass rather than one variable per restart.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+_missing: list[str] = []
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        _missing.append(name)
+    return value
+
+
+def _str(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+SECRET_KEY = _required("CHATSTACK_SECRET_KEY")
+ALLOWED_HOSTS = _list("CHATSTACK_ALLOWED_HOSTS")
+if not ALLOWED_HOSTS:
+    _missing.append("CHATSTACK_ALLOWED_HOSTS")
+DEBUG = _bool("CHATSTACK_DEBUG", False)
+CSRF_TRUSTED_ORIGINS = _list("CHATSTACK_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    # First, so that `runserver` is daphne's ASGI server and serves WebSockets in development.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "chatstack.chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Pages are private unless a view opts out with @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatstack.urls"
+WSGI_APPLICATION = "chatstack.wsgi.application"
+ASGI_APPLICATION = "chatstack.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DB_ENGINE = _choice("CHATSTACK_DB_ENGINE", "sqlite", ("sqlite", "postgresql"))
+if DB_ENGINE == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _required("CHATSTACK_SQLITE_PATH"),
+            "OPTIONS": {
+                # WAL lets the uWSGI and daphne processes read while one of them writes.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                # Take the write lock when the transaction starts, so a writer waits for
+                # `timeout` instead of failing with "database is locked" on lock upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _required("CHATSTACK_DB_NAME"),
+            "USER": _required("CHATSTACK_DB_USER"),
+            # May legitimately be empty (peer or certificate authentication).
+            "PASSWORD": os.environ.get("CHATSTACK_DB_PASSWORD", ""),
+            "HOST": _required("CHATSTACK_DB_HOST"),
+            "PORT": _int("CHATSTACK_DB_PORT", 5432),
+            # Fail fast (and let /healthz say so) instead of hanging on an unreachable server.
+            "OPTIONS": {"connect_timeout": 5},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:lobby"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = os.environ.get("CHATSTACK_STATIC_ROOT", "").strip() or None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            # Content-hashed names let Nginx serve static files with far-future caching.
+            else "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+        )
+    },
+}
+
+SECURE = _bool("CHATSTACK_SECURE", True)
+if SECURE:
+    # Nginx terminates TLS; trust its X-Forwarded-Proto (it must overwrite, not pass through, it).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Local probes (systemd, Ansible, load balancers) speak plain HTTP to the app server.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+REDIS_URLS = _list("CHATSTACK_REDIS_URLS", "redis://127.0.0.1:6379/0")
+if not REDIS_URLS:
+    _missing.append("CHATSTACK_REDIS_URLS")
+CHANNEL_LAYER_BACKEND = _choice(
+    "CHATSTACK_CHANNEL_LAYER",
+    "channels_redis.core.RedisChannelLayer",
+    (
+        "channels_redis.core.RedisChannelLayer",
+        "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "channels.layers.InMemoryChannelLayer",
+    ),
+)
+# Consumers refresh their presence entry and group membership this often.
+CHATSTACK_HEARTBEAT_SECONDS = 20
+# redis-py 8 lowered the default socket_timeout to 5 s, which aborts channels_redis'
+# 5 s blocking BZPOPMIN and tears down every idle consumer (django/channels_redis#422).
+# Longer than that, yet finite, so a vanished server is still noticed.
+_redis_hosts = [
+    {"address": url, "socket_timeout": 30, "socket_connect_timeout": 5} for url in REDIS_URLS
+]
+if CHANNEL_LAYER_BACKEND == "channels_redis.pubsub.RedisPubSubChannelLayer":
+    _layer_config: dict = {"hosts": _redis_hosts}
+else:
+    _layer_config = {
+        # The default of 100 queued messages per channel silently drops group
+        # messages to a consumer that is briefly slow (e.g. a busy room).
+        "capacity": 1000,
+        # Consumers re-join their group on every heartbeat, so a short expiry only
+        # evicts channels of processes that died without leaving.
+        "group_expiry": 15 * CHATSTACK_HEARTBEAT_SECONDS,
+    }
+    if CHANNEL_LAYER_BACKEND == "channels_redis.core.RedisChannelLayer":
+        _layer_config["hosts"] = _redis_hosts
+CHANNEL_LAYERS = {"default": {"BACKEND": CHANNEL_LAYER_BACKEND, "CONFIG": _layer_config}}
+# Presence lives in Redis so every daphne process of the pool sees the same room members.
+CHATSTACK_PRESENCE_REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
+
+CHATSTACK_MESSAGE_MAX_LENGTH = _int("CHATSTACK_MESSAGE_MAX_LENGTH", 2000)
+CHATSTACK_RATE_LIMIT_COUNT = _int("CHATSTACK_RATE_LIMIT_COUNT", 10)
+CHATSTACK_RATE_LIMIT_SECONDS = _int("CHATSTACK_RATE_LIMIT_SECONDS", 10)
+CHATSTACK_HISTORY_SIZE = _int("CHATSTACK_HISTORY_SIZE", 50, minimum=0)
+
+LOG_LEVEL = _str("CHATSTACK_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    # journald adds timestamps and the unit name.
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+if _missing:
+    raise ImproperlyConfigured("Missing required environment variables: " + ", ".join(_missing))

@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from . import views
+
+urlpatterns = [
+    path("", login_not_required(RedirectView.as_view(pattern_name="chat:lobby"))),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/signup/", views.SignupView.as_view(), name="signup"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("chat/", include("chatstack.chat.urls")),
+    path("admin/", admin.site.urls),
+]

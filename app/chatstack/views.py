@@ -1,0 +1,86 @@
+import asyncio
+import logging
+import uuid
+
+from asgiref.sync import sync_to_async
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import RedirectURLMixin
+from django.db import connection
+from django.http import JsonResponse
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from django.views.generic import FormView
+
+logger = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_SECONDS = 2
+
+
+@method_decorator(login_not_required, name="dispatch")
+class SignupView(RedirectURLMixin, FormView):
+    form_class = UserCreationForm
+    template_name = "registration/signup.html"
+    next_page = "chat:lobby"
+
+    def form_valid(self, form):
+        login(self.request, form.save())
+        return super().form_valid(form)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context[self.redirect_field_name] = self.get_redirect_url()
+        return context
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def _check_channel_layer() -> None:
+    # A layer of its own: the shared one keeps per-event-loop state that a probe
+    # served by WSGI (a fresh loop per request) would leave behind, and the pub/sub
+    # layer never unsubscribes a channel that received a message.
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            channel = await layer.new_channel()
+            token = uuid.uuid4().hex
+            await layer.send(channel, {"type": "health.ping", "token": token})
+            received = await layer.receive(channel)
+        if received.get("token") != token:
+            raise RuntimeError("channel layer returned a different message")
+    finally:
+        if isinstance(layer, RedisChannelLayer):
+            await layer.close_pools()
+        elif isinstance(layer, RedisPubSubChannelLayer):
+            await layer.flush()
+
+
+async def _status(name: str, check) -> str:
+    try:
+        await check()
+    except Exception:
+        logger.warning("Health check failed: %s", name, exc_info=True)
+        return "error"
+    return "ok"
+
+
+@login_not_required
+@never_cache
+@require_safe
+async def healthz(request):
+    checks = {
+        "database": await _status("database", sync_to_async(_check_database)),
+        "channel_layer": await _status("channel layer", _check_channel_layer),
+    }
+    healthy = all(result == "ok" for result in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503
+    )

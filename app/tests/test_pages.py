@@ -1,0 +1,157 @@
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from chatstack.chat.models import Message
+
+from .conftest import layers_using
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("carol", password="carol-password")
+
+
+@pytest.fixture
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_root_redirects_to_the_lobby(client):
+    assert client.get("/").headers["Location"] == "/chat/"
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/general/"])
+def test_chat_pages_require_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/accounts/login/?next={path}"
+
+
+def test_signup_logs_in_and_follows_next(client):
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "dave",
+            "password1": "a-long-unusual-passphrase",
+            "password2": "a-long-unusual-passphrase",
+            "next": "/chat/general/",
+        },
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/chat/general/"
+    assert client.get("/chat/general/").status_code == 200
+
+
+def test_signup_ignores_offsite_next(client):
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "erin",
+            "password1": "a-long-unusual-passphrase",
+            "password2": "a-long-unusual-passphrase",
+            "next": "https://evil.example/",
+        },
+    )
+    assert response.headers["Location"] == "/chat/"
+
+
+def test_signup_rejects_mismatched_passwords(client):
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "frank", "password1": "a-long-passphrase-1", "password2": "different-2"},
+    )
+    assert response.status_code == 200
+    assert not get_user_model().objects.filter(username="frank").exists()
+
+
+def test_login_then_logout_by_post_only(client, user):
+    response = client.post(
+        "/accounts/login/",
+        {"username": "carol", "password": "carol-password", "next": "/chat/room-1/"},
+    )
+    assert response.headers["Location"] == "/chat/room-1/"
+    assert client.get("/chat/").status_code == 200
+
+    assert client.get("/accounts/logout/").status_code == 405
+    assert client.get("/chat/").status_code == 200
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/chat/").status_code == 302
+
+
+def test_login_rejects_a_wrong_password(client, user):
+    response = client.post("/accounts/login/", {"username": "carol", "password": "nope"})
+    assert response.status_code == 200
+    assert client.get("/chat/").status_code == 302
+
+
+def test_lobby_lists_recently_active_rooms_newest_first(logged_in, user):
+    for room in ["old", "newer", "old", "newest"]:
+        Message.objects.create(room=room, author=user, text="hi")
+
+    response = logged_in.get("/chat/")
+
+    rooms = [entry["room"] for entry in response.context["recent_rooms"]]
+    assert rooms == ["newest", "old", "newer"]
+    assert 'href="/chat/newest/"' in response.text
+
+
+def test_lobby_form_redirects_to_a_valid_room(logged_in):
+    response = logged_in.get("/chat/", {"room": "Ünïcode_room-2"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/chat/%C3%9Cn%C3%AFcode_room-2/"
+
+
+def test_lobby_form_rejects_an_invalid_room(logged_in):
+    response = logged_in.get("/chat/", {"room": "no spaces"})
+    assert response.status_code == 200
+    assert "letters, digits, hyphens and underscores" in response.text
+
+
+@pytest.mark.parametrize("path", ["/chat/a%20b/", "/chat/a.b/", f"/chat/{'x' * 65}/", "/chat/<b>/"])
+def test_invalid_room_page_is_404(logged_in, path):
+    assert logged_in.get(path).status_code == 404
+
+
+def test_room_page_passes_the_name_as_json(logged_in):
+    response = logged_in.get("/chat/caf%C3%A9/")
+    assert response.status_code == 200
+    assert json.dumps("café") in response.text or '"caf\\u00e9"' in response.text
+    for element_id in [
+        "chat-log",
+        "chat-message-input",
+        "chat-message-submit",
+        "connection-state",
+        "presence",
+    ]:
+        assert f'id="{element_id}"' in response.text
+
+
+def test_admin_is_enabled(client):
+    assert client.get(reverse("admin:index")).status_code == 302
+
+
+def test_healthz_reports_ok(client, redis_client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok"}
+    assert "no-cache" in response.headers["Cache-Control"]
+
+
+def test_healthz_names_an_unreachable_channel_layer(client, settings, redis_client):
+    # Port 9 (discard): nothing listens there.
+    settings.CHANNEL_LAYERS = layers_using(settings.CHANNEL_LAYERS, "redis://127.0.0.1:9/0")
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "database": "ok", "channel_layer": "error"}
+
+
+def test_healthz_rejects_writes(client):
+    assert client.post("/healthz").status_code == 405

@@ -1,0 +1,147 @@
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+from django.core.exceptions import ImproperlyConfigured
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """A clean CHATSTACK_* environment with the required variables set."""
+    for name in list(os.environ):
+        if name.startswith("CHATSTACK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHATSTACK_SECRET_KEY", "x" * 50)
+    monkeypatch.setenv("CHATSTACK_ALLOWED_HOSTS", "chat.example.com")
+    monkeypatch.setenv("CHATSTACK_SQLITE_PATH", "/srv/chatstack/db.sqlite3")
+    return monkeypatch
+
+
+def load_settings() -> dict:
+    return runpy.run_path(str(APP_DIR / "chatstack" / "settings.py"))
+
+
+def test_all_missing_variables_are_named_at_once(env):
+    env.delenv("CHATSTACK_SECRET_KEY")
+    env.delenv("CHATSTACK_ALLOWED_HOSTS")
+    env.delenv("CHATSTACK_SQLITE_PATH")
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load_settings()
+    message = str(excinfo.value)
+    for name in ["CHATSTACK_SECRET_KEY", "CHATSTACK_ALLOWED_HOSTS", "CHATSTACK_SQLITE_PATH"]:
+        assert name in message
+
+
+def test_postgresql_requires_its_connection_variables(env):
+    env.setenv("CHATSTACK_DB_ENGINE", "postgresql")
+    env.setenv("CHATSTACK_DB_NAME", "chat")
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load_settings()
+    assert "CHATSTACK_DB_USER" in str(excinfo.value)
+    assert "CHATSTACK_DB_HOST" in str(excinfo.value)
+    assert "CHATSTACK_DB_NAME" not in str(excinfo.value)
+
+
+def test_postgresql_settings(env):
+    for name, value in [
+        ("ENGINE", "postgresql"),
+        ("NAME", "chat"),
+        ("USER", "chat"),
+        ("PASSWORD", "s3cret"),
+        ("HOST", "db.internal"),
+        ("PORT", "6432"),
+    ]:
+        env.setenv(f"CHATSTACK_DB_{name}", value)
+    database = load_settings()["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["PASSWORD"]) == ("chat", "chat", "s3cret")
+    assert (database["HOST"], database["PORT"]) == ("db.internal", 6432)
+
+
+def test_defaults(env):
+    settings = load_settings()
+    assert settings["DEBUG"] is False
+    assert settings["ALLOWED_HOSTS"] == ["chat.example.com"]
+    assert settings["CSRF_TRUSTED_ORIGINS"] == []
+    assert settings["SECURE_SSL_REDIRECT"] is True
+    assert settings["SECURE_HSTS_SECONDS"] == 31536000
+    database = settings["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
+    assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    layer = settings["CHANNEL_LAYERS"]["default"]
+    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert [host["address"] for host in layer["CONFIG"]["hosts"]] == ["redis://127.0.0.1:6379/0"]
+    # Must outlast channels_redis' blocking receive, or idle consumers crash.
+    assert layer["CONFIG"]["hosts"][0]["socket_timeout"] > RedisChannelLayer.brpop_timeout
+    assert layer["CONFIG"]["capacity"] == 1000
+    assert settings["CHATSTACK_PRESENCE_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    assert settings["STORAGES"]["staticfiles"]["BACKEND"].endswith("ManifestStaticFilesStorage")
+    assert (settings["CHATSTACK_MESSAGE_MAX_LENGTH"], settings["CHATSTACK_HISTORY_SIZE"]) == (
+        2000,
+        50,
+    )
+    assert settings["CHATSTACK_RATE_LIMIT_COUNT"] == settings["CHATSTACK_RATE_LIMIT_SECONDS"] == 10
+
+
+def test_lists_and_pubsub_layer(env):
+    env.setenv("CHATSTACK_ALLOWED_HOSTS", " a.example, b.example ,")
+    env.setenv("CHATSTACK_REDIS_URLS", "rediss://:pw@r1:6380/1,redis://r2:6379/0")
+    env.setenv("CHATSTACK_CHANNEL_LAYER", "channels_redis.pubsub.RedisPubSubChannelLayer")
+    env.setenv("CHATSTACK_SECURE", "false")
+    settings = load_settings()
+    assert settings["ALLOWED_HOSTS"] == ["a.example", "b.example"]
+    config = settings["CHANNEL_LAYERS"]["default"]["CONFIG"]
+    assert list(config) == ["hosts"]
+    assert [host["address"] for host in config["hosts"]] == [
+        "rediss://:pw@r1:6380/1",
+        "redis://r2:6379/0",
+    ]
+    assert settings["CHATSTACK_PRESENCE_REDIS_URL"] == "rediss://:pw@r1:6380/1"
+    assert "SECURE_SSL_REDIRECT" not in settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHATSTACK_DEBUG", "maybe"),
+        ("CHATSTACK_HISTORY_SIZE", "lots"),
+        ("CHATSTACK_RATE_LIMIT_COUNT", "0"),
+        ("CHATSTACK_DB_ENGINE", "mysql"),
+        ("CHATSTACK_CHANNEL_LAYER", "some.other.Layer"),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_variable_name(env, name, value):
+    env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=name):
+        load_settings()
+
+
+def test_check_deploy_is_clean_in_production_configuration(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATSTACK_")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(
+        {
+            "PYTHONPATH": str(APP_DIR),
+            "CHATSTACK_SECRET_KEY": "k3y-" + "Zq8!vR2#pL" * 6,
+            "CHATSTACK_ALLOWED_HOSTS": "chat.example.com",
+            "CHATSTACK_SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+            "CHATSTACK_STATIC_ROOT": str(tmp_path / "static"),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "chatstack.manage", "check", "--deploy", "--fail-level", "DEBUG"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
