@@ -72,8 +72,8 @@ demo-destroy: ## Remove the demo container
 lint: venv ## yamllint, ansible-lint (production profile) and ruff
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --strict
-	$(BIN)/ruff check app roles molecule bench
-	$(BIN)/ruff format --check app roles molecule bench
+	$(BIN)/ruff check . && cd app && ../$(BIN)/ruff check .
+	$(BIN)/ruff format --check . && cd app && ../$(BIN)/ruff format --check .
 
 test-app: venv ## The app's tests (against a real redis-server)
 	cd app && ../$(BIN)/pytest -q

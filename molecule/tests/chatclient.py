@@ -55,7 +55,7 @@ class Browser:
         status, _, page = self.request("/accounts/signup/")
         assert status == 200, page
         token = CSRF_INPUT.search(page).group(1)
-        status, headers, page = self.request(
+        status, _, page = self.request(
             "/accounts/signup/",
             {
                 "csrfmiddlewaretoken": token,

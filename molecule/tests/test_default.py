@@ -72,9 +72,11 @@ def test_services_run_unprivileged(host):
 
 
 def test_http_redirects_to_https(host):
-    response = host.run("python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 80); "
-                        "c.request('GET', '/chat/'); r=c.getresponse(); "
-                        "print(r.status, r.getheader('Location'))\"")
+    response = host.run(
+        "python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 80); "
+        "c.request('GET', '/chat/'); r=c.getresponse(); "
+        "print(r.status, r.getheader('Location'))\""
+    )
     assert response.stdout.split() == ["301", "https://127.0.0.1/chat/"]
 
 
@@ -87,8 +89,9 @@ def test_healthz_through_nginx(site):
 def test_static_files_served_by_nginx(site):
     status, _, page = site.session().request("/accounts/login/")
     assert status == 200
-    stylesheet = next(part.split('"')[0] for part in page.split('href="')[1:]
-                      if part.startswith("/static/"))
+    stylesheet = next(
+        part.split('"')[0] for part in page.split('href="')[1:] if part.startswith("/static/")
+    )
     status, headers, _ = site.session().request(stylesheet)
     assert status == 200
     assert "max-age" in headers.get("Cache-Control", "")

@@ -84,7 +84,7 @@ def inputs_digest(app: Path, lock: Path, env: dict) -> str:
 
 def pip(*args: str, env: dict | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}")
 
