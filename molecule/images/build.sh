@@ -33,9 +33,10 @@ for unit in getty@tty1.service systemd-remount-fs.service dev-hugepages.mount \
             sys-fs-fuse-connections.mount systemd-logind.service; do
     ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
-# No package lists and no cache: the first apt task refreshes them, instead
-# of trusting lists as old as the image.
+# No package lists: the first apt task must refresh them. Ansible's apt
+# module judges freshness by the lists directory's mtime, so date it to 1970.
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
+touch -d @0 "$rootfs/var/lib/apt/lists"
 
 tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["/sbin/init"]' \

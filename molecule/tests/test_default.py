@@ -57,7 +57,11 @@ def test_nginx_config_is_valid(host):
 
 
 def test_secrets_are_private(host):
-    for path in ["/etc/chatstack/chatstack.env", "/etc/chatstack/secret_key"]:
+    for path in [
+        "/etc/chatstack/chatstack.env",
+        "/etc/chatstack/secret_key",
+        "/etc/redis/chatstack.password",
+    ]:
         secret = host.file(path)
         assert secret.user == "root"
         assert secret.mode == 0o600
@@ -125,3 +129,22 @@ def test_websocket_message_reaches_other_client(site, new_username):
     assert received["user"] == new_username + "a"
     assert received["message"] == "hello <b>bob</b>"
     assert received["id"] == echoed["id"]
+
+
+@pytest.mark.parametrize("unit", ["chatstack-uwsgi.service", "chatstack-daphne@7001.service"])
+def test_units_are_sandboxed(host, unit):
+    report = host.check_output(f"systemd-analyze security --no-pager {unit}")
+    exposure = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+    print(f"systemd-analyze security {unit}: {exposure}")
+    assert exposure <= 2.0
+
+
+def test_redis_refuses_unauthenticated_clients(host):
+    assert "NOAUTH" in host.check_output("redis-cli -h 127.0.0.1 PING")
+
+
+def test_redis_app_user_cannot_run_dangerous_commands(host):
+    password = host.file("/etc/redis/chatstack.password").content_string
+    command = f"REDISCLI_AUTH={password} redis-cli --user chatstack -h 127.0.0.1"
+    assert host.check_output(f"{command} PING") == "PONG"
+    assert "NOPERM" in host.check_output(f"{command} FLUSHALL")
