@@ -20,7 +20,8 @@ def test_check_mode_on_converged_host_changes_nothing(host, tmp_path):
         ('{"redis_port": "six"}', "redis_port"),
         ('{"app_channel_layer": "channels.layers.Unknown"}', "app_channel_layer"),
         ('{"nginx_https_public_port": "https"}', "nginx_https_public_port"),
-        ('{"app_allowed_hosts": "not-a-list"}', "app_allowed_hosts"),
+        ('{"nginx_ipv6": "perhaps"}', "nginx_ipv6"),
+        ('{"uwsgi_processes": "many"}', "uwsgi_processes"),
     ],
 )
 def test_bad_inventory_values_stop_the_run_early(host, tmp_path, extra_vars, variable):
