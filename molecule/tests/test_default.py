@@ -2,6 +2,9 @@
 
 import asyncio
 import json
+import re
+import socket
+import ssl
 
 import pytest
 from chatclient import next_of_type
@@ -81,7 +84,10 @@ def test_http_redirects_to_https(host):
         "c.request('GET', '/chat/'); r=c.getresponse(); "
         "print(r.status, r.getheader('Location'))\""
     )
-    assert response.stdout.split() == ["301", "https://127.0.0.1/chat/"]
+    status, location = response.stdout.split()
+    # The port is the published one (443 here, 8443 in the demo).
+    assert status == "301"
+    assert re.fullmatch(r"https://127\.0\.0\.1(:\d+)?/chat/", location)
 
 
 def test_healthz_through_nginx(site):
@@ -148,3 +154,64 @@ def test_redis_app_user_cannot_run_dangerous_commands(host):
     command = f"REDISCLI_AUTH={password} redis-cli --user chatstack -h 127.0.0.1"
     assert host.check_output(f"{command} PING") == "PONG"
     assert "NOPERM" in host.check_output(f"{command} FLUSHALL")
+
+
+def test_security_headers_on_pages_and_static_files(site):
+    browser = site.session()
+    for path in ["/accounts/login/", "/static/chat/chat.css", "/no-such-page/"]:
+        _, headers, _ = browser.request(path)
+        assert "max-age=" in headers["Strict-Transport-Security"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    # The app sets some of these too; Nginx sends each once.
+    _, headers, _ = browser.request("/accounts/login/")
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"),
+    [
+        (ssl.TLSVersion.TLSv1_1, False),
+        (ssl.TLSVersion.TLSv1_2, True),
+        (ssl.TLSVersion.TLSv1_3, True),
+    ],
+)
+def test_tls_protocols_offered(https_base_url, version, accepted):
+    address, port = https_base_url.removeprefix("https://").rsplit(":", 1)
+    # Only the protocol handshake matters here, not who the server is.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    context.minimum_version = context.maximum_version = version
+    try:
+        with (
+            socket.create_connection((address, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=address) as tls,
+        ):
+            negotiated = tls.version()
+    except ssl.SSLError:
+        negotiated = None
+    assert (negotiated is not None) == accepted
+
+
+LOGIN_FLOOD = """
+import http.client, ssl
+context = ssl._create_unverified_context()
+for _ in range(40):
+    connection = http.client.HTTPSConnection("127.0.0.1", 443, context=context)
+    connection.request("POST", "/accounts/login/", body="username=x&password=y",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    print(connection.getresponse().status)
+"""
+
+
+def test_login_posts_are_rate_limited(host):
+    # Sent from inside the host (client 127.0.0.1), so the other tests' sign-ups,
+    # which all come from the Podman gateway address, keep their own allowance.
+    statuses = host.check_output(f"python3 -c '{LOGIN_FLOOD}'").split()
+    # The first posts reach Django (403: no CSRF token); beyond the burst, Nginx refuses.
+    assert statuses[0] == "403"
+    assert "429" in statuses
