@@ -11,14 +11,14 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Debian packages the controller needs; installed only when missing.
-HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap
+HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        lint test-app test-molecule test clean
+        lint test-app test-molecule test-e2e test clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ test-app: venv ## The app's tests (against a real redis-server)
 
 test-molecule: venv images ## Converge, idempotence and verify on Debian 12 and 13
 	$(BIN)/molecule test --all
+
+test-e2e: venv images ## Browser tests, faults, abusive clients and backup/restore
+	$(BIN)/molecule test -s resilience
 
 test: lint test-app test-molecule ## Everything CI runs
 

@@ -4,6 +4,7 @@ import asyncio
 import http.cookiejar
 import json
 import re
+import shlex
 import ssl
 import urllib.error
 import urllib.parse
@@ -12,6 +13,7 @@ import urllib.request
 from websockets.asyncio.client import connect
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+PASSWORD = "correct horse battery 9"
 
 
 class ChatSite:
@@ -33,6 +35,7 @@ class Browser:
 
     def __init__(self, site: ChatSite):
         self.site = site
+        self.username: str | None = None
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=site.tls_context),
@@ -51,22 +54,29 @@ class Browser:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read().decode()
 
-    def signup(self, username: str, password: str = "correct horse battery 9") -> None:
-        status, _, page = self.request("/accounts/signup/")
+    def post_form(self, path: str, fields: dict) -> tuple[int, dict, str]:
+        """Submits the form on `path` as a browser would, with the page's CSRF token."""
+        status, _, page = self.request(path)
         assert status == 200, page
         token = CSRF_INPUT.search(page).group(1)
-        status, _, page = self.request(
+        return self.request(path, {"csrfmiddlewaretoken": token, **fields})
+
+    def signup(self, username: str, password: str = PASSWORD) -> None:
+        status, _, page = self.post_form(
             "/accounts/signup/",
-            {
-                "csrfmiddlewaretoken": token,
-                "username": username,
-                "password1": password,
-                "password2": password,
-            },
+            {"username": username, "password1": password, "password2": password},
         )
         assert status == 302, f"signup failed ({status}): {page[:2000]}"
+        self.username = username
 
-    def websocket(self, room: str):
+    def login(self, username: str, password: str = PASSWORD) -> None:
+        status, _, page = self.post_form(
+            "/accounts/login/", {"username": username, "password": password}
+        )
+        assert status == 302, f"login failed ({status}): {page[:2000]}"
+        self.username = username
+
+    def websocket(self, room: str, **options):
         cookie = "; ".join(f"{c.name}={c.value}" for c in self.cookies)
         url = self.site.base_url.replace("https://", "wss://") + f"/ws/chat/{room}/"
         return connect(
@@ -75,6 +85,7 @@ class Browser:
             origin=self.site.base_url,
             additional_headers={"Cookie": cookie},
             open_timeout=15,
+            **options,
         )
 
 
@@ -85,3 +96,15 @@ async def next_of_type(ws, kind: str, timeout: float = 10.0) -> dict:
             frame = json.loads(await ws.recv())
             if frame["type"] == kind:
                 return frame
+
+
+def stored_messages(host, room: str) -> list[dict]:
+    """What the host's database holds for a room, read with the operator's command."""
+    code = (
+        "import json; from chatstack.chat.models import Message; "
+        f"print(json.dumps(list(Message.objects.filter(room={room!r}).order_by('id')"
+        ".values('id', 'author__username', 'text'))))"
+    )
+    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
+    # The shell prints a line about its automatic imports first.
+    return json.loads(output.splitlines()[-1])

@@ -4,6 +4,9 @@ Run by Molecule's testinfra verifier, or directly:
     pytest --hosts=podman://chatstack-molecule-debian12 molecule/tests
 The host is a Podman container; its published HTTPS port is looked up with
 `podman port`, so the tests reach Nginx the way a browser does.
+
+Tests marked `destructive` kill services and restart or destroy the host; they
+are skipped unless --destructive is given (the resilience scenario does).
 """
 
 import ssl
@@ -11,20 +14,72 @@ import subprocess
 import uuid
 
 import pytest
+from chatbrowser import ARTIFACTS, ChatUser, launch_chromium
 from chatclient import ChatSite
+from playwright.sync_api import sync_playwright
+
+# (what, seconds) for every recovery or latency measured in this run, printed at the end.
+TIMINGS: list[tuple[str, float]] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--destructive",
+        action="store_true",
+        help="also run tests that kill services and restart or destroy the host",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "destructive: kills services or restarts the host (needs --destructive)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--destructive"):
+        return
+    skip = pytest.mark.skip(reason="destructive: run with --destructive on a throwaway host")
+    for item in items:
+        if "destructive" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not TIMINGS:
+        return
+    lines = [f"{what}: {seconds:.2f}s" for what, seconds in TIMINGS]
+    terminalreporter.section("timings")
+    for line in lines:
+        terminalreporter.write_line(line)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "timings.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def record_time():
+    def record(what: str, seconds: float) -> None:
+        TIMINGS.append((what, seconds))
+        print(f"{what}: {seconds:.2f}s")
+
+    return record
 
 
 def container_name(host) -> str:
     return host.backend.get_hostname()
 
 
-@pytest.fixture(scope="module")
-def https_base_url(host) -> str:
-    name = container_name(host)
+def published_https_url(container: str) -> str:
+    """The container's HTTPS address on the controller; a restart may publish a new port."""
     mapping = subprocess.run(
-        ["podman", "port", name, "443/tcp"], check=True, capture_output=True, text=True
+        ["podman", "port", container, "443/tcp"], check=True, capture_output=True, text=True
     ).stdout.split()[0]
     return f"https://{mapping}"
+
+
+@pytest.fixture(scope="module")
+def https_base_url(host) -> str:
+    return published_https_url(container_name(host))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +90,7 @@ def tls_context(host) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def site(https_base_url, tls_context) -> ChatSite:
     return ChatSite(https_base_url, tls_context)
 
@@ -43,3 +98,29 @@ def site(https_base_url, tls_context) -> ChatSite:
 @pytest.fixture
 def new_username() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+# Module scope: Playwright's sync API runs an event loop, and the asyncio tests
+# of other modules need it gone.
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def chat_user(chromium, https_base_url):
+    """Makes users that signed up through the form, each in a browser context of its own."""
+    users = []
+
+    def make(username: str | None = None) -> ChatUser:
+        user = ChatUser(chromium, https_base_url, username or f"t{uuid.uuid4().hex[:12]}")
+        users.append(user)
+        user.signup()
+        return user
+
+    yield make
+    for user in users:
+        user.close()

@@ -1,0 +1,202 @@
+"""Abusive clients: the server stays up and a well-behaved pair in another room is unaffected.
+
+Everything is bounded: a fixed number of connections and frames, and one
+deadline per test. Traffic goes only to the container's port on 127.0.0.1.
+"""
+
+import asyncio
+import json
+import time
+import urllib.parse
+import uuid
+
+import pytest
+from chatclient import next_of_type, stored_messages
+from test_faults import DAPHNE, main_pid
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+pytestmark = pytest.mark.destructive
+
+IDLE_TCP = 100
+IDLE_WEBSOCKETS = 200
+SLOW_READERS = 20
+FLOODERS = 5
+BURST = 200
+DEADLINE = 120
+# The app's CHATSTACK_MESSAGE_MAX_LENGTH and CHATSTACK_RATE_LIMIT_COUNT defaults.
+MAX_LENGTH = 2000
+RATE_LIMIT = 10
+# Daphne's --websocket-max-message-size default: larger frames cost the sender its connection.
+DAPHNE_MAX_MESSAGE = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def people(site):
+    prefix = uuid.uuid4().hex[:8]
+    people = {name: site.session() for name in ("alice", "bob", "mallory")}
+    for name, session in people.items():
+        session.signup(f"{name}{prefix}")
+    return people
+
+
+@pytest.fixture
+def room():
+    return f"abuse-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def server_stays_up(host):
+    daphne = main_pid(host, DAPHNE)
+    yield
+    assert main_pid(host, DAPHNE) == daphne, "daphne died under abuse"
+    assert host.check_output("systemctl --failed --no-legend --plain") == ""
+
+
+async def round_trip(ws_from, ws_to, text: str) -> float:
+    start = time.monotonic()
+    await ws_from.send(json.dumps({"message": text}))
+    while (await next_of_type(ws_to, "message", timeout=15))["message"] != text:
+        pass
+    return time.monotonic() - start
+
+
+async def open_all(count: int, opener, parallel: int = 20) -> list:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one():
+        async with gate:
+            return await opener()
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def calm_pair_while(people, host, record_time, label: str, abuser) -> None:
+    """Runs `abuser(opened)` while Alice and Bob chat in a room of their own.
+
+    The abuser appends what it opens to `opened`; all of it is aborted at the
+    end, rather than closed politely, as clients that never read would make a
+    polite close wait.
+    """
+    calm = f"calm-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> dict[str, float]:
+        opened = []
+        async with (
+            people["alice"].websocket(calm) as ws_a,
+            people["bob"].websocket(calm) as ws_b,
+        ):
+            await next_of_type(ws_a, "history")
+            await next_of_type(ws_b, "history")
+            timings = {"before": await round_trip(ws_a, ws_b, "before")}
+            try:
+                await abuser(opened)
+                timings["during"] = await round_trip(ws_b, ws_a, "during")
+            finally:
+                for connection in opened:
+                    connection.transport.abort()
+            timings["after"] = await round_trip(ws_a, ws_b, "after")
+        return timings
+
+    timings = asyncio.run(asyncio.wait_for(run(), timeout=DEADLINE))
+    for when, seconds in timings.items():
+        record_time(f"{label}: calm pair's round trip {when}", seconds)
+    assert [m["text"] for m in stored_messages(host, calm)] == ["before", "during", "after"]
+
+
+async def presence_becomes(ws, users: list[str], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while (await next_of_type(ws, "presence", timeout=timeout))["users"] != users:
+            pass
+
+
+# redis-py 8 caps each connection pool at 100 connections (it was unbounded),
+# and the app keeps the default for the channel layer and for presence: when
+# hundreds of connections come or go at once, consumers fail with
+# MaxConnectionsError, and the leavers stay listed in the room as ghosts.
+@pytest.mark.xfail(
+    reason="app: raise max_connections of the channel layer's and presence's Redis pools",
+    strict=False,
+)
+def test_idle_connections(people, room, host, https_base_url, record_time):
+    port = urllib.parse.urlsplit(https_base_url).port
+    bob = people["bob"].username
+
+    async def abuser(opened):
+        # Connections that never even start a TLS handshake.
+        for _ in range(IDLE_TCP):
+            opened.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        start = time.monotonic()
+        sockets = await open_all(IDLE_WEBSOCKETS, lambda: people["mallory"].websocket(room))
+        opened.extend(sockets)
+        await asyncio.gather(*(next_of_type(ws, "history") for ws in sockets))
+        record_time(f"opening {IDLE_WEBSOCKETS} websockets in one room", time.monotonic() - start)
+        await asyncio.sleep(2)
+        dropped = sum(ws.state is not State.OPEN for ws in sockets)
+        assert dropped == 0, f"the server dropped {dropped} of {IDLE_WEBSOCKETS} idle websockets"
+
+        # Joins after Mallory's crowd, so every presence it sees lists her until they leave.
+        watcher = await people["bob"].websocket(room)
+        opened.append(watcher)
+        await next_of_type(watcher, "history")
+        start = time.monotonic()
+        for ws in sockets:
+            ws.transport.abort()
+        await presence_becomes(watcher, [bob], timeout=15)
+        record_time(f"{IDLE_WEBSOCKETS} leave at once: presence updated", time.monotonic() - start)
+
+    calm_pair_while(people, host, record_time, "idle connections", abuser)
+
+
+def test_garbage_frames(people, room, host, record_time):
+    async def error_for(ws, frame: str | bytes) -> str:
+        await ws.send(frame)
+        return (await next_of_type(ws, "error"))["error"]
+
+    async def abuser(opened):
+        ws = await people["mallory"].websocket(room)
+        opened.append(ws)
+        await next_of_type(ws, "history")
+        assert "Binary" in await error_for(ws, b"\x00\xff" * 1024)
+        assert "JSON" in await error_for(ws, '{"message": "unterminated')
+        assert "JSON object" in await error_for(ws, "[1, 2, 3]")
+        assert "too long" in await error_for(ws, "x" * (DAPHNE_MAX_MESSAGE // 2))
+        assert "too long" in await error_for(ws, json.dumps({"message": "y" * (MAX_LENGTH + 1)}))
+        for n in range(BURST):
+            await ws.send(json.dumps({"message": f"burst {n}"}))
+        errors = [(await next_of_type(ws, "error"))["error"] for _ in range(BURST - RATE_LIMIT)]
+        assert all(error.startswith("Slow down") for error in errors)
+
+        ws = await people["mallory"].websocket(room)
+        opened.append(ws)
+        await next_of_type(ws, "history")
+        await ws.send("z" * (4 * DAPHNE_MAX_MESSAGE))
+        with pytest.raises(ConnectionClosed):
+            await next_of_type(ws, "error")
+
+    calm_pair_while(people, host, record_time, "garbage frames", abuser)
+    # Garbage counts against the rate limit too, so at most one window's worth was stored.
+    assert len(stored_messages(host, room)) <= RATE_LIMIT
+
+
+# Seen once in a full resilience run, never alone: the calm pair's "after"
+# message did not arrive within 15 s of the slow readers being dropped.
+@pytest.mark.xfail(reason="intermittent; suspected the same Redis pool limit", strict=False)
+def test_slow_readers(people, room, host, record_time):
+    async def abuser(opened):
+        # With a one-frame queue the client stops reading from its socket, so
+        # the server has to hold what the flooders send them.
+        slow = await open_all(SLOW_READERS, lambda: people["mallory"].websocket(room, max_queue=1))
+        opened.extend(slow)
+        flooders = await open_all(FLOODERS, lambda: people["mallory"].websocket(room))
+        opened.extend(flooders)
+        for ws in flooders:
+            for n in range(RATE_LIMIT):
+                await ws.send(json.dumps({"message": f"{n} " + "x" * (MAX_LENGTH - 8)}))
+        for ws in flooders:
+            # The room keeps delivering to everyone who reads.
+            for _ in range(FLOODERS * RATE_LIMIT):
+                await next_of_type(ws, "message")
+
+    calm_pair_while(people, host, record_time, "slow readers", abuser)
+    assert len(stored_messages(host, room)) == FLOODERS * RATE_LIMIT

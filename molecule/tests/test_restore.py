@@ -1,0 +1,109 @@
+"""Back up, destroy the host, restore onto a new one: history, accounts and sessions survive.
+
+Destroys the host under test, so pytest runs it last (module order is file
+name order). The new host is <container>-restored; Molecule's destroy step of
+the resilience scenario removes it.
+"""
+
+import asyncio
+import json
+import ssl
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+from chatclient import ChatSite, next_of_type, stored_messages
+from conftest import container_name, published_https_url
+from playbook import run_playbook
+from test_default import UNITS
+
+pytestmark = pytest.mark.destructive
+
+
+def playbook(name: str, container: str, tmp_path: Path, *args: str) -> None:
+    run_dir = tmp_path / f"{container}-{name}"
+    run_dir.mkdir()
+    result, seconds = run_playbook(container, run_dir, *args, playbook=name)
+    print(f"{name} on {container}: {seconds:.0f}s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def podman(*args: str, timeout: float = 120) -> str:
+    return subprocess.run(
+        ["podman", *args], check=True, capture_output=True, text=True, timeout=timeout
+    ).stdout.strip()
+
+
+def site_of(host, container: str) -> ChatSite:
+    pem = host.file("/etc/ssl/certs/chatstack.crt").content_string
+    return ChatSite(published_https_url(container), ssl.create_default_context(cadata=pem))
+
+
+async def history(session, room: str) -> list[dict]:
+    async with session.websocket(room) as ws:
+        return (await next_of_type(ws, "history"))["messages"]
+
+
+async def chat(alice, bob, room: str, lines: list[str]) -> None:
+    async with alice.websocket(room) as ws_a, bob.websocket(room) as ws_b:
+        await next_of_type(ws_a, "history")
+        await next_of_type(ws_b, "history")
+        for n, line in enumerate(lines):
+            sender, receiver = (ws_a, ws_b) if n % 2 == 0 else (ws_b, ws_a)
+            await sender.send(json.dumps({"message": line}))
+            while (await next_of_type(receiver, "message"))["message"] != line:
+                pass
+
+
+def test_backup_destroy_restore(host, site, tmp_path):
+    old = container_name(host)
+    new = f"{old}-restored"
+    room = f"restore-{uuid.uuid4().hex[:8]}"
+    alice, bob = site.session(), site.session()
+    alice.signup(f"alice{uuid.uuid4().hex[:8]}")
+    bob.signup(f"bob{uuid.uuid4().hex[:8]}")
+    asyncio.run(chat(alice, bob, room, ["kept?", "kept.", "ünïcödé ✓", "<b>still text</b>"]))
+    messages = stored_messages(host, room)
+    secret_key = host.file("/etc/chatstack/secret_key").content_string
+    image = podman("container", "inspect", "--format", "{{.ImageName}}", old)
+
+    backup = tmp_path / "backup"
+    playbook("backup.yml", old, tmp_path, "-e", f"backup_dir={backup}")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o700
+    for path in (backup / "db.sqlite3", backup / "files/etc/chatstack/secret_key"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert (backup / "files/etc/chatstack/secret_key").read_text() == secret_key
+
+    podman("rm", "--force", old)
+    podman("rm", "--force", "--ignore", new)
+    podman(
+        "run", "--detach", "--name", new, "--hostname", new, "--systemd=always",
+        "--publish", "127.0.0.1::443", image, "/sbin/init",
+    )  # fmt: skip
+    podman("exec", new, "systemctl", "is-system-running", "--wait", timeout=60)
+    playbook("site.yml", new, tmp_path)
+    playbook("restore.yml", new, tmp_path, "-e", f"restore_from={backup}")
+
+    restored = testinfra.get_host(f"podman://{new}")
+    for unit in UNITS:
+        assert restored.service(unit).is_running, unit
+    assert restored.file("/etc/chatstack/secret_key").content_string == secret_key
+    assert stored_messages(restored, room) == messages
+
+    new_site = site_of(restored, new)
+    # Sessions are signed with SECRET_KEY and stored in the database: both came back.
+    carried_over = new_site.session()
+    for cookie in alice.cookies:
+        carried_over.cookies.set_cookie(cookie)
+    status, _, _ = carried_over.request("/chat/")
+    assert status == 200, "the session from before the backup is not valid any more"
+
+    relogged = new_site.session()
+    relogged.login(bob.username)
+    shown = asyncio.run(history(relogged, room))
+    assert [(m["id"], m["user"], m["message"]) for m in shown] == [
+        (m["id"], m["author__username"], m["text"]) for m in messages
+    ]
