@@ -1,0 +1,93 @@
+"""deploy.yml and rollback.yml against the converged host, with real app changes.
+
+A release is built from a copy of app/ with one visible change, so every step
+can be seen from outside: which code answers /accounts/login/.
+"""
+
+import json
+import shutil
+
+import pytest
+from playbook import ROOT, recap, run_playbook
+
+LOGIN_TEMPLATE = "chatstack/chat/templates/registration/login.html"
+
+
+@pytest.fixture
+def container(host):
+    if "debian12" not in host.backend.get_hostname():
+        pytest.skip("release mechanics do not depend on the Debian release; run once")
+    return host.backend.get_hostname()
+
+
+def app_copy(tmp_path, name, change):
+    """A copy of the app's source with `change(source_dir)` applied."""
+    source = tmp_path / name
+    shutil.copytree(
+        ROOT / "app", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    )
+    change(source)
+    return source
+
+
+def deploy(container, tmp_path, source):
+    extra = {
+        "app_source_dir": str(source),
+        "app_lock_file": str(ROOT / "app/requirements.lock"),
+        # Its own wheelhouse, so this test never rebuilds the shared one.
+        "app_wheelhouse_dir": str(tmp_path / f"wheelhouse-{source.name}"),
+    }
+    run_dir = tmp_path / f"run-deploy-{source.name}"
+    run_dir.mkdir()
+    return run_playbook(container, run_dir, "-e", json.dumps(extra), playbook="deploy.yml")[0]
+
+
+def rollback(container, tmp_path):
+    run_dir = tmp_path / "run-rollback"
+    run_dir.mkdir()
+    return run_playbook(container, run_dir, playbook="rollback.yml")[0]
+
+
+def current_release(host):
+    return host.check_output("readlink /srv/chatstack/current")
+
+
+def test_deploy_rollback_and_redeploy(host, container, site, tmp_path):
+    def mark(source):
+        template = source / LOGIN_TEMPLATE
+        text = template.read_text()
+        assert "Log in ·" in text
+        template.write_text(text.replace("Log in ·", "Log in release-under-test ·"))
+
+    original = current_release(host)
+    result = deploy(container, tmp_path, app_copy(tmp_path, "marked", mark))
+    assert result.returncode == 0, result.stdout
+    marked = current_release(host)
+    assert marked != original
+    assert host.check_output("readlink /srv/chatstack/previous") == original
+    assert "release-under-test" in site.session().request("/accounts/login/")[2]
+
+    result = rollback(container, tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert current_release(host) == original
+    assert "release-under-test" not in site.session().request("/accounts/login/")[2]
+
+    # The code that is live again deploys as no change at all.
+    result = deploy(container, tmp_path, app_copy(tmp_path, "unchanged", lambda source: None))
+    assert result.returncode == 0, result.stdout
+    assert recap(result.stdout, container)["changed"] == 0, result.stdout
+    assert current_release(host) == original
+
+
+def test_release_failing_its_health_check_is_not_switched_to(host, container, site, tmp_path):
+    def break_asgi(source):
+        asgi = source / "chatstack/asgi.py"
+        asgi.write_text(asgi.read_text() + '\nraise RuntimeError("broken release")\n')
+
+    original = current_release(host)
+    result = deploy(container, tmp_path, app_copy(tmp_path, "broken", break_asgi))
+    assert result.returncode != 0
+    assert "healthz" in result.stdout
+    assert current_release(host) == original
+    status, _, body = site.session().request("/healthz")
+    assert status == 200, body
