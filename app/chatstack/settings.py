@@ -209,8 +209,20 @@ CHATSTACK_HEARTBEAT_SECONDS = 20
 # redis-py 8 lowered the default socket_timeout to 5 s, which aborts channels_redis'
 # 5 s blocking BZPOPMIN and tears down every idle consumer (django/channels_redis#422).
 # Longer than that, yet finite, so a vanished server is still noticed.
+# Connection options for every Redis client of the app (channel layer, presence).
+# redis-py caps a pool at 100 connections and fails beyond that with
+# MaxConnectionsError: a few hundred sockets joining or leaving at once (every
+# client reconnecting after a restart) exceed it, and the channel layer then
+# drops messages. The cap here stays under Redis' maxclients for a few
+# processes. The health check replaces pooled connections that Redis closed
+# (a restart) before a command fails on them.
+CHATSTACK_REDIS_OPTIONS = {
+    "socket_connect_timeout": 5,
+    "max_connections": _int("CHATSTACK_REDIS_MAX_CONNECTIONS", 2000),
+    "health_check_interval": 15,
+}
 _redis_hosts = [
-    {"address": url, "socket_timeout": 30, "socket_connect_timeout": 5} for url in REDIS_URLS
+    {"address": url, "socket_timeout": 30, **CHATSTACK_REDIS_OPTIONS} for url in REDIS_URLS
 ]
 if CHANNEL_LAYER_BACKEND == "channels_redis.pubsub.RedisPubSubChannelLayer":
     _layer_config: dict = {"hosts": _redis_hosts}

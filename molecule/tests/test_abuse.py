@@ -110,14 +110,8 @@ async def presence_becomes(ws, users: list[str], timeout: float) -> None:
             pass
 
 
-# redis-py 8 caps each connection pool at 100 connections (it was unbounded),
-# and the app keeps the default for the channel layer and for presence: when
-# hundreds of connections come or go at once, consumers fail with
-# MaxConnectionsError, and the leavers stay listed in the room as ghosts.
-@pytest.mark.xfail(
-    reason="app: raise max_connections of the channel layer's and presence's Redis pools",
-    strict=False,
-)
+# Hundreds of connections coming or going at once once exhausted redis-py's
+# default pool of 100 (MaxConnectionsError) and left ghosts in the room.
 def test_idle_connections(people, room, host, https_base_url, record_time):
     port = urllib.parse.urlsplit(https_base_url).port
     bob = people["bob"].username
@@ -179,9 +173,6 @@ def test_garbage_frames(people, room, host, record_time):
     assert len(stored_messages(host, room)) <= RATE_LIMIT
 
 
-# Seen once in a full resilience run, never alone: the calm pair's "after"
-# message did not arrive within 15 s of the slow readers being dropped.
-@pytest.mark.xfail(reason="intermittent; suspected the same Redis pool limit", strict=False)
 def test_slow_readers(people, room, host, record_time):
     async def abuser(opened):
         # With a one-frame queue the client stops reading from its socket, so

@@ -26,7 +26,7 @@ def _client() -> redis.Redis:
     if url not in per_loop:
         # Presence commands never block, so a short read timeout only catches a dead server.
         per_loop[url] = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+            url, decode_responses=True, socket_timeout=5, **settings.CHATSTACK_REDIS_OPTIONS
         )
     return per_loop[url]
 
