@@ -18,7 +18,7 @@ DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        lint test-app test-molecule test-e2e test clean
+        docs lint test-app test-molecule test-e2e test clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,8 +59,11 @@ images-rebuild: | root host-packages ## Rebuild the test images
 
 demo: root venv ## Provision a local Debian 12 container; chat on https://127.0.0.1:8443/
 	molecule/images/build.sh bookworm $(DEMO_IMAGE)
+	@# A container left by an older version lacks the firewall's capability: replace it.
+	podman container inspect --format '{{.HostConfig.CapAdd}}' $(DEMO) 2>/dev/null \
+	    | grep -q NET_ADMIN || podman rm --force --ignore $(DEMO)
 	podman container exists $(DEMO) || podman create --name $(DEMO) --hostname $(DEMO) \
-	    --systemd=always -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443 $(DEMO_IMAGE)
+	    --systemd=always --cap-add NET_ADMIN -p 127.0.0.1:8080:80 -p 127.0.0.1:8443:443 $(DEMO_IMAGE)
 	podman start $(DEMO) >/dev/null
 	podman exec $(DEMO) systemctl is-system-running --wait >/dev/null || true
 	$(BIN)/ansible-playbook -i inventory/demo playbooks/site.yml
@@ -69,7 +72,12 @@ demo: root venv ## Provision a local Debian 12 container; chat on https://127.0.
 demo-destroy: ## Remove the demo container
 	podman rm --force --ignore $(DEMO)
 
-lint: venv ## yamllint, ansible-lint (production profile) and ruff
+docs: venv ## Write each role's README.md from its meta/argument_specs.yml
+	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace $$role markdown >/dev/null; done
+
+lint: venv docs ## yamllint, ansible-lint (production profile), ruff, role READMEs current
+	@git diff --quiet -- 'roles/*/README.md' || { git diff --stat -- 'roles/*/README.md'; \
+	    echo "role READMEs were out of date with argument_specs: commit the regenerated ones" >&2; exit 1; }
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --strict
 	$(BIN)/ruff check . && cd app && ../$(BIN)/ruff check .

@@ -5,6 +5,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import time
 
 import pytest
 from chatclient import next_of_type
@@ -215,3 +217,37 @@ def test_login_posts_are_rate_limited(host):
     # The first posts reach Django (403: no CSRF token); beyond the burst, Nginx refuses.
     assert statuses[0] == "403"
     assert "429" in statuses
+
+
+def container_address(host) -> str:
+    return subprocess.run(
+        ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}",
+         host.backend.get_hostname()],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def can_connect(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def test_firewall_drops_unlisted_ports(host):
+    address = container_address(host)
+    # Something listening on every address, on a port the firewall does not list.
+    host.check_output(
+        "systemd-run --unit=firewall-probe --collect python3 -m http.server --bind 0.0.0.0 9999"
+    )
+    try:
+        for _ in range(20):
+            if host.socket("tcp://0.0.0.0:9999").is_listening:
+                break
+            time.sleep(0.5)
+        assert host.socket("tcp://0.0.0.0:9999").is_listening
+        assert can_connect(address, 443)
+        assert not can_connect(address, 9999)
+    finally:
+        host.run("systemctl stop firewall-probe")

@@ -81,7 +81,7 @@ def test_backup_destroy_restore(host, site, tmp_path):
     podman("rm", "--force", "--ignore", new)
     podman(
         "run", "--detach", "--name", new, "--hostname", new, "--systemd=always",
-        "--publish", "127.0.0.1::443", image, "/sbin/init",
+        "--cap-add", "NET_ADMIN", "--publish", "127.0.0.1::443", image, "/sbin/init",
     )  # fmt: skip
     podman("exec", new, "systemctl", "is-system-running", "--wait", timeout=60)
     playbook("site.yml", new, tmp_path)
