@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_playbook(container: str, tmp_path: Path, *args: str, playbook: str = "site.yml"):
     """ansible-playbook against one Podman container with Molecule's group vars.
 
-    Returns the finished process (stdout and stderr merged) and its wall time.
+    Returns the finished process and its wall time.
     """
     inventory = tmp_path / "inventory"
     inventory.mkdir()
