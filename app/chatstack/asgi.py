@@ -1,4 +1,4 @@
-"""ASGI entry point (daphne): HTTP goes to Django, WebSockets to the chat consumer."""
+"""ASGI entry point (daphne): HTTP to Django (except /metrics), WebSockets to the chat consumer."""
 
 import os
 
@@ -13,10 +13,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chatstack.chat.routing import websocket_urlpatterns  # noqa: E402
+from chatstack.metrics_endpoint import MetricsEndpoint  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # /metrics is answered here, not by Django, so that each daphne process
+        # reports its own metrics (and uWSGI serves none).
+        "http": MetricsEndpoint(django_asgi_app),
         # Browsers send cookies with cross-site WebSocket handshakes, so the Origin
         # check is what stops other sites from chatting as the logged-in user.
         "websocket": AllowedHostsOriginValidator(

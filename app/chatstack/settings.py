@@ -6,6 +6,7 @@ Missing required variables are reported together, so a broken env file is
 fixed in one pass rather than one variable per restart.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
 
 def _list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated IP addresses or networks (CIDR); {error}"
+            ) from None
+    if not networks:
+        raise ImproperlyConfigured(f"{name} must name at least one address or network")
+    return tuple(networks)
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -245,6 +260,11 @@ CHATSTACK_MESSAGE_MAX_LENGTH = _int("CHATSTACK_MESSAGE_MAX_LENGTH", 2000)
 CHATSTACK_RATE_LIMIT_COUNT = _int("CHATSTACK_RATE_LIMIT_COUNT", 10)
 CHATSTACK_RATE_LIMIT_SECONDS = _int("CHATSTACK_RATE_LIMIT_SECONDS", 10)
 CHATSTACK_HISTORY_SIZE = _int("CHATSTACK_HISTORY_SIZE", 50, minimum=0)
+
+# Clients that may read the Prometheus metrics each daphne process serves at /metrics.
+CHATSTACK_METRICS_ALLOWED_NETWORKS = _networks(
+    "CHATSTACK_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
+)
 
 LOG_LEVEL = _str("CHATSTACK_LOG_LEVEL", "INFO").upper()
 LOGGING = {

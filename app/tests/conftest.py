@@ -1,3 +1,4 @@
+import os
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """A clean CHATSTACK_* environment with the required variables set."""
+    for name in list(os.environ):
+        if name.startswith("CHATSTACK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHATSTACK_SECRET_KEY", "x" * 50)
+    monkeypatch.setenv("CHATSTACK_ALLOWED_HOSTS", "chat.example.com")
+    monkeypatch.setenv("CHATSTACK_SQLITE_PATH", "/srv/chatstack/db.sqlite3")
+    return monkeypatch
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 APP_DIR = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """A clean CHATSTACK_* environment with the required variables set."""
-    for name in list(os.environ):
-        if name.startswith("CHATSTACK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CHATSTACK_SECRET_KEY", "x" * 50)
-    monkeypatch.setenv("CHATSTACK_ALLOWED_HOSTS", "chat.example.com")
-    monkeypatch.setenv("CHATSTACK_SQLITE_PATH", "/srv/chatstack/db.sqlite3")
-    return monkeypatch
-
-
 def load_settings() -> dict:
     return runpy.run_path(str(APP_DIR / "chatstack" / "settings.py"))
 

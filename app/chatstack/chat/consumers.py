@@ -8,6 +8,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from . import metrics
+from .metrics import Rejection
 from .models import Message
 from .presence import RoomPresence, Snapshot
 from .rooms import group_name, is_valid_room_name
@@ -18,26 +20,36 @@ logger = logging.getLogger(__name__)
 class InvalidMessage(ValueError):
     """The client sent something that is not a postable chat message."""
 
+    def __init__(self, error: str, reason: Rejection) -> None:
+        super().__init__(error)
+        self.reason = reason
+
 
 def parse_message(raw: str, max_length: int) -> str:
     # Cheap bound before json.loads: JSON spends at most 12 characters
     # (a \\uXXXX surrogate pair) per character of text.
     if len(raw) > 12 * max_length + 64:
-        raise InvalidMessage(f"Message is too long (at most {max_length} characters).")
+        raise InvalidMessage(
+            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
+        )
     try:
         data = json.loads(raw)
     except ValueError:
-        raise InvalidMessage("Message is not valid JSON.") from None
+        raise InvalidMessage("Message is not valid JSON.", Rejection.INVALID_JSON) from None
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
-        raise InvalidMessage('Expected a JSON object like {"message": "text"}.')
+        raise InvalidMessage(
+            'Expected a JSON object like {"message": "text"}.', Rejection.INVALID_FRAME
+        )
     text = data["message"]
     if not text.strip():
-        raise InvalidMessage("Message is empty.")
+        raise InvalidMessage("Message is empty.", Rejection.EMPTY)
     if len(text) > max_length:
-        raise InvalidMessage(f"Message is too long (at most {max_length} characters).")
+        raise InvalidMessage(
+            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
+        )
     if "\x00" in text:
         # PostgreSQL cannot store NUL in text columns.
-        raise InvalidMessage("Message contains a NUL character.")
+        raise InvalidMessage("Message contains a NUL character.", Rejection.NUL_CHARACTER)
     return text
 
 
@@ -74,6 +86,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     room: str | None = None
     presence: RoomPresence | None = None
     heartbeat: asyncio.Task | None = None
+    # Whether this connection is included in the open-connections gauge.
+    counted = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Here rather than in disconnect(): a consumer that crashes (say, the
+            # history query fails after accept) never gets its disconnect() called.
+            if self.counted:
+                metrics.WEBSOCKET_CONNECTIONS.dec()
 
     async def connect(self) -> None:
         room = self.scope["url_route"]["kwargs"]["room_name"]
@@ -94,6 +117,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Join the group before reading history, so that no message falls between
         # the two; one posted meanwhile arrives twice and the client dedupes by id.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # Counted before the client learns of the accept, so the gauge never lags it.
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        self.counted = True
         await self.accept()
         history = await load_history(room, settings.CHATSTACK_HISTORY_SIZE)
         await self.send_json({"type": "history", "messages": history})
@@ -118,22 +144,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 logger.warning("Could not remove presence in room %r", self.room, exc_info=True)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        arrived = time.perf_counter()
         # Counted before parsing, so floods of garbage are throttled too.
         if not self.rate_limit.allow():
-            await self.send_error(
+            await self.reject(
+                Rejection.RATE_LIMITED,
                 f"Slow down: at most {self.rate_limit.limit} messages"
-                f" per {self.rate_limit.window:g} seconds."
+                f" per {self.rate_limit.window:g} seconds.",
             )
             return
         if text_data is None:
             # An error frame rather than close code 1003: daphne (autobahn) only lets
             # applications close with 1000 or 3000-4999.
-            await self.send_error("Binary frames are not supported; send JSON text.")
+            await self.reject(
+                Rejection.BINARY_FRAME, "Binary frames are not supported; send JSON text."
+            )
             return
         try:
             text = parse_message(text_data, self.max_length)
         except InvalidMessage as error:
-            await self.send_error(str(error))
+            await self.reject(error.reason, str(error))
             return
         try:
             message = await save_message(self.room, self.user, text)
@@ -143,7 +173,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except Exception:
             logger.exception("Could not post a message in room %r", self.room)
-            await self.send_error("Message not sent, try again.")
+            await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
+            return
+        metrics.MESSAGES_ACCEPTED.inc()
+        metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
 
     async def chat_message(self, event: dict) -> None:
         await self.send(text_data=event["frame"])
@@ -175,5 +208,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))
 
-    async def send_error(self, error: str) -> None:
+    async def reject(self, reason: Rejection, error: str) -> None:
+        """Count the rejection, then tell the client with an error frame."""
+        metrics.MESSAGES_REJECTED[reason].inc()
         await self.send_json({"type": "error", "error": error})
