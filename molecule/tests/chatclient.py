@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect, unix_connect
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PASSWORD = "correct horse battery 9"
@@ -76,14 +76,32 @@ class Browser:
         assert status == 302, f"login failed ({status}): {page[:2000]}"
         self.username = username
 
+    def cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.cookies)}
+
     def websocket(self, room: str, **options):
-        cookie = "; ".join(f"{c.name}={c.value}" for c in self.cookies)
         url = self.site.base_url.replace("https://", "wss://") + f"/ws/chat/{room}/"
         return connect(
             url,
             ssl=self.site.tls_context,
             origin=self.site.base_url,
-            additional_headers={"Cookie": cookie},
+            additional_headers=self.cookie_header(),
+            open_timeout=15,
+            **options,
+        )
+
+    def websocket_via(self, unix_socket: str, room: str, **options):
+        """A WebSocket straight to one Daphne process, through a relay's unix socket.
+
+        It skips Nginx (so the client is pinned to that process), but not the app's
+        checks: the Host, Origin and session are the ones the site's pages use.
+        """
+        host = urllib.parse.urlsplit(self.site.base_url).hostname
+        return unix_connect(
+            unix_socket,
+            f"ws://{host}/ws/chat/{room}/",
+            origin=self.site.base_url,
+            additional_headers=self.cookie_header(),
             open_timeout=15,
             **options,
         )

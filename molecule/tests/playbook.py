@@ -1,5 +1,7 @@
 """Runs the project's playbooks against a test host from inside a test."""
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -8,18 +10,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_playbook(container: str, tmp_path: Path, *args: str, playbook: str = "site.yml"):
-    """ansible-playbook against one Podman container with Molecule's group vars.
+# One host in every group, as the default and resilience scenarios have it.
+SINGLE_HOST_GROUPS = ("lb", "app", "redis")
 
+
+def run_playbook(
+    hosts: str | dict[str, list[str]], tmp_path: Path, *args: str, playbook: str = "site.yml"
+):
+    """ansible-playbook against Podman containers with Molecule's group vars.
+
+    `hosts` is one container (put in every group) or {group: [containers]}.
     Returns the finished process and its wall time.
     """
+    groups = {group: [hosts] for group in SINGLE_HOST_GROUPS} if isinstance(hosts, str) else hosts
     inventory = tmp_path / "inventory"
     inventory.mkdir()
-    groups = "".join(f"        {group}:\n          hosts:\n            {container}:\n" for group in ("lb", "app", "redis"))
+    children = {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()}
+    chatstack = {"vars": {"ansible_connection": "containers.podman.podman"}, "children": children}
+    # JSON is YAML, and needs no quoting rules.
     (inventory / "hosts.yml").write_text(
-        "all:\n  children:\n    chatstack:\n      vars:\n"
-        "        ansible_connection: containers.podman.podman\n"
-        f"      children:\n{groups}"
+        json.dumps({"all": {"children": {"chatstack": chatstack}}})
     )
     (inventory / "group_vars").symlink_to(ROOT / "inventory/molecule/group_vars")
     command = [
@@ -51,3 +61,26 @@ def recap(output: str, container: str) -> dict[str, int]:
         line for line in output.splitlines() if line.startswith(container) and "ok=" in line
     )
     return {key: int(value) for key, value in (part.split("=") for part in line.split()[2:])}
+
+
+def app_copy(tmp_path: Path, name: str, change) -> Path:
+    """A copy of the app's source with `change(source_dir)` applied."""
+    source = tmp_path / name
+    shutil.copytree(
+        ROOT / "app", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    )
+    change(source)
+    return source
+
+
+def mark_login_page(marker: str):
+    """A change for app_copy() that makes a release visible from outside: the login
+    page's title carries `marker`."""
+
+    def change(source: Path) -> None:
+        template = source / "chatstack/chat/templates/registration/login.html"
+        text = template.read_text()
+        assert "Log in ·" in text
+        template.write_text(text.replace("Log in ·", f"Log in {marker} ·"))
+
+    return change

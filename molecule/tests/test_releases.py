@@ -5,12 +5,9 @@ can be seen from outside: which code answers /accounts/login/.
 """
 
 import json
-import shutil
 
 import pytest
-from playbook import ROOT, recap, run_playbook
-
-LOGIN_TEMPLATE = "chatstack/chat/templates/registration/login.html"
+from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 
 
 @pytest.fixture
@@ -18,16 +15,6 @@ def container(host):
     if "debian12" not in host.backend.get_hostname():
         pytest.skip("release mechanics do not depend on the Debian release; run once")
     return host.backend.get_hostname()
-
-
-def app_copy(tmp_path, name, change):
-    """A copy of the app's source with `change(source_dir)` applied."""
-    source = tmp_path / name
-    shutil.copytree(
-        ROOT / "app", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    )
-    change(source)
-    return source
 
 
 def deploy(container, tmp_path, source):
@@ -53,14 +40,9 @@ def current_release(host):
 
 
 def test_deploy_rollback_and_redeploy(host, container, site, tmp_path):
-    def mark(source):
-        template = source / LOGIN_TEMPLATE
-        text = template.read_text()
-        assert "Log in ·" in text
-        template.write_text(text.replace("Log in ·", "Log in release-under-test ·"))
-
     original = current_release(host)
-    result = deploy(container, tmp_path, app_copy(tmp_path, "marked", mark))
+    marked_copy = app_copy(tmp_path, "marked", mark_login_page("release-under-test"))
+    result = deploy(container, tmp_path, marked_copy)
     assert result.returncode == 0, result.stdout
     marked = current_release(host)
     assert marked != original

@@ -1,0 +1,48 @@
+"""Fixtures for the cluster scenario: five hosts, reached from the controller.
+
+These tests take no `host` fixture: each runs once for the whole cluster and
+names the hosts it talks to. Run by Molecule's testinfra verifier, or directly:
+    pytest molecule/cluster/tests
+"""
+
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The shared helpers of the single-host scenarios (chat client, playbook runner).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+from chatclient import ChatSite
+
+LB = "chatstack-cluster-lb"
+APP_HOSTS = ["chatstack-cluster-app1", "chatstack-cluster-app2"]
+REDIS = "chatstack-cluster-redis"
+DB = "chatstack-cluster-db"
+GROUPS = {"lb": [LB], "app": APP_HOSTS, "redis": [REDIS], "db": [DB]}
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(
+        ["podman", *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def address(container: str) -> str:
+    """The container's address on the cluster's network."""
+    return podman(
+        "inspect",
+        "--format",
+        '{{(index .NetworkSettings.Networks "chatstack-cluster").IPAddress}}',
+        container,
+    )
+
+
+@pytest.fixture(scope="session")
+def site() -> ChatSite:
+    """The public site, through the load balancer's published port."""
+    pem = podman("exec", LB, "cat", "/etc/ssl/certs/chatstack.crt")
+    base_url = "https://" + podman("port", LB, "443/tcp").split()[0]
+    return ChatSite(base_url, ssl.create_default_context(cadata=pem))
