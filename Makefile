@@ -18,7 +18,7 @@ DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        docs lint test-app test-molecule test-e2e test clean
+        docs lint test-app test-molecule test-e2e test-cluster test clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ test-molecule: venv images ## Converge, idempotence and verify on Debian 12 and 
 
 test-e2e: venv images ## Browser tests, faults, abusive clients and backup/restore
 	$(BIN)/molecule test -s resilience
+
+test-cluster: venv images ## Five hosts: lb, two app hosts, redis, db; rolling deploy
+	$(BIN)/molecule test -s cluster
 
 test: lint test-app test-molecule ## Everything CI runs
 
