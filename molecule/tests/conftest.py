@@ -65,8 +65,18 @@ def record_time():
     return record
 
 
-def container_name(host) -> str:
+@pytest.fixture(scope="module")
+def container(host) -> str:
+    """The name of the Podman container under test."""
     return host.backend.get_hostname()
+
+
+@pytest.fixture
+def debian12_container(container) -> str:
+    """For tests whose subject does not depend on the Debian release: run them once."""
+    if "debian12" not in container:
+        pytest.skip("does not depend on the Debian release; runs on the Debian 12 host")
+    return container
 
 
 def published_https_url(container: str) -> str:
@@ -78,8 +88,8 @@ def published_https_url(container: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def https_base_url(host) -> str:
-    return published_https_url(container_name(host))
+def https_base_url(container) -> str:
+    return published_https_url(container)
 
 
 @pytest.fixture(scope="module")

@@ -219,10 +219,9 @@ def test_login_posts_are_rate_limited(host):
     assert "429" in statuses
 
 
-def container_address(host) -> str:
+def container_address(container: str) -> str:
     return subprocess.run(
-        ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}",
-         host.backend.get_hostname()],
+        ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
 
@@ -235,8 +234,8 @@ def can_connect(address: str, port: int) -> bool:
         return False
 
 
-def test_firewall_drops_unlisted_ports(host):
-    address = container_address(host)
+def test_firewall_drops_unlisted_ports(host, container):
+    address = container_address(container)
     # Something listening on every address, on a port the firewall does not list.
     host.check_output(
         "systemd-run --unit=firewall-probe --collect python3 -m http.server --bind 0.0.0.0 9999"

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
-from conftest import container_name, published_https_url
+from conftest import published_https_url
 from test_default import UNITS
 
 pytestmark = pytest.mark.destructive
@@ -105,11 +105,11 @@ def test_uwsgi_stopped(host, pair, site, record_time):
     assert_nothing_lost(host, pair)
 
 
-def test_host_restarted(host, pair, record_time):
+def test_host_restarted(host, container, pair, record_time):
     alice, bob = pair
     alice.send("before the host restart")
     bob.wait_for_message("before the host restart")
-    name = container_name(host)
+    name = container
 
     start = time.monotonic()
     subprocess.run(["podman", "restart", name], check=True, capture_output=True, timeout=120)

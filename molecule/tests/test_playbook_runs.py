@@ -12,8 +12,7 @@ from cryptography.x509.oid import NameOID
 from playbook import recap, run_playbook
 
 
-def test_check_mode_on_converged_host_changes_nothing(host, tmp_path):
-    container = host.backend.get_hostname()
+def test_check_mode_on_converged_host_changes_nothing(container, tmp_path):
     result, _ = run_playbook(container, tmp_path, "--check", "--diff")
     assert result.returncode == 0, result.stdout + result.stderr
     counters = recap(result.stdout, container)
@@ -36,8 +35,7 @@ def test_check_mode_on_converged_host_changes_nothing(host, tmp_path):
         ('{"nginx_tls_mode": "acme", "nginx_acme_email": "ops@example.org"}', "nginx_acme_domains"),
     ],
 )
-def test_bad_inventory_values_stop_the_run_early(host, tmp_path, extra_vars, variable):
-    container = host.backend.get_hostname()
+def test_bad_inventory_values_stop_the_run_early(container, tmp_path, extra_vars, variable):
     result, seconds = run_playbook(container, tmp_path, "-e", extra_vars)
     print(f"{variable}: refused after {seconds:.1f}s")
     assert result.returncode != 0
@@ -47,10 +45,8 @@ def test_bad_inventory_values_stop_the_run_early(host, tmp_path, extra_vars, var
     assert counters["failed"] == 1
 
 
-def test_provided_certificate_is_served(host, tmp_path):
-    container = host.backend.get_hostname()
-    if "debian12" not in container:
-        pytest.skip("certificate handling does not depend on the Debian release; run once")
+def test_provided_certificate_is_served(host, debian12_container, tmp_path):
+    container = debian12_container
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provided.chatstack.test")])
     now = datetime.datetime.now(datetime.UTC)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import testinfra
 from chatclient import ChatSite, next_of_type, stored_messages
-from conftest import container_name, published_https_url
+from conftest import published_https_url
 from playbook import run_playbook
 from test_default import UNITS
 
@@ -58,8 +58,8 @@ async def chat(alice, bob, room: str, lines: list[str]) -> None:
                 pass
 
 
-def test_backup_destroy_restore(host, site, tmp_path):
-    old = container_name(host)
+def test_backup_destroy_restore(host, container, site, tmp_path):
+    old = container
     new = f"{old}-restored"
     room = f"restore-{uuid.uuid4().hex[:8]}"
     alice, bob = site.session(), site.session()
