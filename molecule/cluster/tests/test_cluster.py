@@ -246,3 +246,29 @@ def test_rolling_deploy_fails_no_request_and_keeps_chat_going(site, tmp_path):
     assert " down;" not in pool, "a host was left out of the pool"
     pages = {site.session().request("/accounts/login/")[2].count(marker) for _ in range(8)}
     assert pages == {1}, "every app host serves the new release"
+
+
+def app_python(host: str, code: str) -> str:
+    """Runs Python in the app's virtualenv on an app host; returns what it printed."""
+    return podman("exec", host, "/srv/chatstack/current/venv/bin/python", "-c", code)
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("import redis; redis.Redis(host={address!r}, socket_timeout=5).ping()", "Authentication"),
+        ("import psycopg; psycopg.connect(host={address!r}, dbname='chatstack',"
+         " user='chatstack', connect_timeout=5)", "password"),
+    ],
+    ids=["redis", "postgresql"],
+)  # fmt: skip
+def test_reachable_services_still_require_the_password(client, expected):
+    target = REDIS if "redis" in client else DB
+    code = (
+        f"try:\n    {client.format(address=address(target))}\n"
+        "except Exception as error:\n    print(type(error).__name__, error)\n"
+        "else:\n    print('no password needed')"
+    )
+    outcome = app_python(APP_HOSTS[0], code)
+    print(f"{APP_HOSTS[0]} -> {target} without a password: {outcome}")
+    assert expected in outcome
