@@ -10,8 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# One host in every group, as the default and resilience scenarios have it.
-SINGLE_HOST_GROUPS = ("lb", "app", "redis")
+# One host in every group, a site of its own, as the default and resilience
+# scenarios have it.
+SINGLE_HOST_GROUPS = ("standalone", "lb", "app", "redis")
 
 
 def run_playbook(
