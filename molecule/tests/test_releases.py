@@ -10,10 +10,8 @@ import pytest
 from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 
 
-@pytest.fixture
-def container(debian12_container):
-    """Release mechanics do not depend on the Debian release."""
-    return debian12_container
+# Release mechanics do not depend on the Debian release.
+pytestmark = pytest.mark.usefixtures("debian12_container")
 
 
 def deploy(container, tmp_path, source):
