@@ -9,7 +9,6 @@ import json
 import pytest
 from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 
-
 # Release mechanics do not depend on the Debian release.
 pytestmark = pytest.mark.usefixtures("debian12_container")
 
