@@ -15,7 +15,10 @@ def run_playbook(container: str, tmp_path: Path, *args: str, playbook: str = "si
     """
     inventory = tmp_path / "inventory"
     inventory.mkdir()
-    groups = "".join(f"        {group}:\n          hosts:\n            {container}:\n" for group in ("lb", "app", "redis"))
+    groups = "".join(
+        f"        {group}:\n          hosts:\n            {container}:\n"
+        for group in ("lb", "app", "redis")
+    )
     (inventory / "hosts.yml").write_text(
         "all:\n  children:\n    chatstack:\n      vars:\n"
         "        ansible_connection: containers.podman.podman\n"
