@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Debian packages the controller needs; installed only when missing.
-HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium
+HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium openssh-client
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEMO := chatstack-demo

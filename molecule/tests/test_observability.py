@@ -1,0 +1,377 @@
+"""Exporters, Prometheus and its alert rules, and the logs operators read."""
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+from test_default import can_connect, container_address
+
+# port, metric lines that must be there (regular expressions), on every host.
+EXPORTERS = {
+    "node": (
+        9100,
+        [
+            r"^node_cpu_seconds_total\{",
+            r"^node_filesystem_avail_bytes\{",
+            r'^node_systemd_unit_state\{name="nginx\.service",state="active".*\} 1$',
+            r'^node_systemd_unit_state\{name="chatstack-daphne@7001\.service",'
+            r'state="active".*\} 1$',
+            r'^chatstack_tls_certificate_expiry_timestamp_seconds\{server_name="localhost"\} ',
+        ],
+    ),
+    "nginx": (9113, [r"^nginx_up 1$", r"^nginx_connections_active \d+$"]),
+    "redis": (9121, [r"^redis_up 1$", r"^redis_connected_clients \d+$"]),
+}
+RULES = {
+    "TargetDown",
+    "UnitDown",
+    "UnitRestarting",
+    "RedisDown",
+    "DatabaseDown",
+    "CertificateExpiresSoon",
+    "CertificateCheckStale",
+    "DiskNearlyFull",
+    "ChatErrorRate",
+}
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+FETCH = """
+import http.client, json, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+connection.request("GET", url.path + ("?" + url.query if url.query else ""))
+response = connection.getresponse()
+print(response.status)
+print(response.read().decode())
+"""
+
+
+def fetch(host, url: str) -> tuple[int, str]:
+    """GET an http:// URL from inside the host, redirects not followed: (status, body)."""
+    status, _, body = host.check_output("python3 -c %s %s", FETCH, url).partition("\n")
+    return int(status), body
+
+
+def listen_address(host, port: int) -> str:
+    """The one address a service listens on for port (IPv6 in brackets)."""
+    lines = host.check_output(f"ss -Hltn 'sport = :{port}'").splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].split()[3].rsplit(":", 1)[0]
+
+
+def prometheus_api(host, path: str):
+    status, body = fetch(host, PROMETHEUS + path)
+    assert status == 200
+    return json.loads(body)["data"]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_exporter_answers_with_its_metrics(host, exporter):
+    port, patterns = EXPORTERS[exporter]
+    address = listen_address(host, port)
+    # Never on every address: loopback, or the private address scrapers use.
+    assert address in ("127.0.0.1", container_address(host))
+    status, body = fetch(host, f"http://{address}:{port}/metrics")
+    assert status == 200
+    for pattern in patterns:
+        assert re.search(pattern, body, re.MULTILINE), f"{exporter}: no {pattern}"
+
+
+def test_postgres_exporter_where_a_database_runs(host):
+    if not host.package("postgresql").is_installed:
+        pytest.skip("this host is not in the db group")
+    address = listen_address(host, 9187)
+    status, body = fetch(host, f"http://{address}:9187/metrics")
+    assert status == 200
+    assert re.search(r"^pg_up 1$", body, re.MULTILINE)
+
+
+def test_scrape_ports_refuse_addresses_not_listed(host):
+    """The exporters listen on the container's address; only chatstack_scrape_addresses get in."""
+    address = container_address(host)
+    ruleset = host.check_output("nft list table inet chatstack")
+    for port, _ in EXPORTERS.values():
+        assert listen_address(host, port) == address
+        # Inside the host the exporter answers on that address ...
+        assert fetch(host, f"http://{address}:{port}/metrics")[0] == 200
+        # ... the controller, not a listed scraper, is dropped by nftables ...
+        assert not can_connect(address, port)
+        # ... and the listed one is admitted.
+        assert f"ip saddr 192.0.2.10 tcp dport {port} accept" in ruleset
+
+
+def test_stub_status_on_loopback_only(host):
+    assert listen_address(host, 8090) == "127.0.0.1"
+    status, body = fetch(host, "http://127.0.0.1:8090/stub_status")
+    assert status == 200
+    assert body.startswith("Active connections:")
+
+
+def test_prometheus_listens_on_loopback_only(host):
+    if not host.service("prometheus").is_running:
+        pytest.skip("this host is not in the monitoring group")
+    assert listen_address(host, 9090) == "127.0.0.1"
+
+
+def targets(host) -> list[dict]:
+    return prometheus_api(host, "/api/v1/targets")["activeTargets"]
+
+
+def test_prometheus_scrapes_every_exporter(host):
+    if not host.service("prometheus").is_running:
+        pytest.skip("this host is not in the monitoring group")
+    # The app's own /metrics is another piece of work: its targets are checked below.
+    deadline = time.monotonic() + 90
+    while True:
+        exporters = [t for t in targets(host) if t["labels"]["job"] != "chatstack-daphne"]
+        down = [
+            (t["labels"], t["health"], t["lastError"]) for t in exporters if t["health"] != "up"
+        ]
+        if not down or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert down == []
+    jobs = {t["labels"]["job"] for t in exporters}
+    assert jobs == {"prometheus", "node", "nginx", "redis"}
+    assert {t["labels"]["instance"] for t in exporters} == {host.backend.get_hostname()}
+
+
+def test_prometheus_scrapes_each_daphne_process(host):
+    if not host.service("prometheus").is_running:
+        pytest.skip("this host is not in the monitoring group")
+    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
+    ports = sorted(re.findall(r"chatstack-daphne@(\d+)\.service", units))
+    name = host.backend.get_hostname()
+    daphne = {
+        t["labels"]["instance"]: t
+        for t in targets(host)
+        if t["labels"]["job"] == "chatstack-daphne"
+    }
+    assert sorted(daphne) == sorted(f"{name}:{port}" for port in ports)
+    assert {t["scrapeUrl"] for t in daphne.values()} == {
+        f"http://127.0.0.1:{port}/metrics" for port in ports
+    }
+    status, _ = fetch(host, f"http://127.0.0.1:{ports[0]}/metrics")
+    if status != 200:
+        pytest.skip(f"this release of the app does not serve /metrics yet (HTTP {status})")
+    deadline = time.monotonic() + 60
+    while any(t["health"] != "up" for t in daphne.values()) and time.monotonic() < deadline:
+        time.sleep(3)
+        daphne = {
+            t["labels"]["instance"]: t
+            for t in targets(host)
+            if t["labels"]["job"] == "chatstack-daphne"
+        }
+    assert [t["lastError"] for t in daphne.values() if t["health"] != "up"] == []
+
+
+def test_prometheus_loads_the_alert_rules(host):
+    if not host.service("prometheus").is_running:
+        pytest.skip("this host is not in the monitoring group")
+    check = host.run("promtool check rules /etc/prometheus/chatstack-rules.yml")
+    assert check.rc == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(RULES)} rules found" in check.stdout
+    groups = prometheus_api(host, "/api/v1/rules")["groups"]
+    loaded = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    assert set(loaded) == RULES
+    assert all(rule["health"] == "ok" for rule in loaded.values()), loaded
+
+
+# Each alert on made-up series: promtool evaluates the rules exactly as
+# Prometheus does, so this shows what fires, when, and what does not.
+RULE_TESTS = """
+rule_files: [/etc/prometheus/chatstack-rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="redis",instance="a"}'
+        values: 1 0 0 0 0
+      - series: 'node_systemd_unit_state{name="nginx.service",state="failed",instance="a"}'
+        values: 0 1 1 1 1
+      - series: 'redis_up{instance="a"}'
+        values: 1 0 0 0 0
+      - series: 'pg_up{instance="db"}'
+        values: 1 1 1 1 1
+      - series: 'chatstack_tls_certificate_expiry_timestamp_seconds{server_name="x",instance="a"}'
+        values: 864000 864000 864000 864000 864000
+      - series: 'node_filesystem_avail_bytes{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 5 5 5 5 5
+      - series: 'node_filesystem_size_bytes{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 100 100 100 100 100
+      - series: 'node_filesystem_readonly{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 0 0 0 0 0
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: TargetDown
+        exp_alerts:
+          - exp_labels: {severity: critical, job: redis, instance: a}
+            exp_annotations:
+              summary: redis on a does not answer scrapes
+              description: >-
+                The exporter or process is down, or the firewall does not admit Prometheus.
+      - eval_time: 4m
+        alertname: UnitDown
+        exp_alerts:
+          - exp_labels: {severity: critical, name: nginx.service, state: failed, instance: a}
+            exp_annotations:
+              summary: nginx.service on a is failed
+              description: A service of the stack stopped; see journalctl -u on the host.
+      - eval_time: 4m
+        alertname: RedisDown
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: a}
+            exp_annotations:
+              summary: Redis on a is unreachable
+              description: Chat messages are not delivered while the channel layer is down.
+      - eval_time: 4m
+        alertname: DatabaseDown
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: CertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {severity: warning, server_name: x, instance: a}
+            exp_annotations:
+              summary: The certificate for x on a expires in 9d 23h 56m 0s
+              description: >-
+                Renewal is not happening (certbot.timer with ACME) or a provided
+                certificate needs replacing.
+      - eval_time: 4m
+        alertname: DiskNearlyFull
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: 'node_filesystem_avail_bytes{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 5x20
+      - series: 'node_filesystem_size_bytes{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 100x20
+      - series: 'node_filesystem_readonly{mountpoint="/",fstype="ext4",instance="a"}'
+        values: 0x20
+      - series: 'chatstack_messages_accepted_total{instance="a"}'
+        values: 0+90x20
+      - series: 'chatstack_messages_rejected_total{instance="a",reason="invalid_json"}'
+        values: 0+10x20
+      - series: 'chatstack_messages_accepted_total{instance="b"}'
+        values: 0+99x20
+      - series: 'chatstack_messages_rejected_total{instance="b",reason="too_long"}'
+        values: 0+1x20
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: DiskNearlyFull
+        exp_alerts:
+          - exp_labels: {severity: warning, mountpoint: /, fstype: ext4, instance: a}
+            exp_annotations:
+              summary: / on a has 5% free
+              description: >-
+                Find what grows (du -xsh /var/*); the journal is bounded, the database is not.
+      - eval_time: 20m
+        alertname: ChatErrorRate
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a}
+            exp_annotations:
+              summary: a rejects 10% of chat messages
+              description: >-
+                See chatstack_messages_rejected_total by reason; rate_limited means abusive
+                or broken clients.
+"""
+
+
+def test_alert_rules_fire_on_what_they_describe(host):
+    if not host.service("prometheus").is_running:
+        pytest.skip("this host is not in the monitoring group")
+    path = host.check_output("mktemp --suffix=.yml")
+    try:
+        host.check_output("printf '%%s' %s > %s", RULE_TESTS, path)
+        result = host.run(f"promtool test rules {path}")
+        assert result.rc == 0, result.stdout + result.stderr
+        assert "SUCCESS" in result.stdout
+    finally:
+        host.run(f"rm -f {path}")
+
+
+def journal_lines(host, unit: str, marker: str) -> list[str]:
+    return [
+        line
+        for line in host.check_output(
+            f"journalctl -u '{unit}' --since -2min --no-pager -o cat"
+        ).splitlines()
+        if marker in line
+    ]
+
+
+THROUGH_NGINX = (
+    "import http.client, ssl, sys\n"
+    "c = http.client.HTTPSConnection('127.0.0.1', 443, context=ssl._create_unverified_context())\n"
+    "c.request('GET', sys.argv[1],\n"
+    "          headers={'X-Forwarded-For': '203.0.113.99', 'Host': 'localhost'})\n"
+    "print(c.getresponse().status)\n"
+)
+
+
+def through_nginx(host, path: str) -> int:
+    """GET path over HTTPS from inside the host, claiming to come from 203.0.113.99."""
+    return int(host.check_output("python3 -c %s %s", THROUGH_NGINX, path))
+
+
+def test_uwsgi_access_log_has_the_real_client_address(host):
+    marker = uuid.uuid4().hex
+    # The client claims another address; Nginx passes on its own view, 127.0.0.1.
+    assert through_nginx(host, f"/healthz?{marker}") == 200
+    for _ in range(20):
+        lines = journal_lines(host, "chatstack-uwsgi.service", marker)
+        if lines:
+            break
+        time.sleep(0.5)
+    print(lines)
+    assert len(lines) == 1
+    assert "] 127.0.0.1 () {" in lines[0]
+    assert "203.0.113.99" not in lines[0]
+
+
+WEBSOCKET_THROUGH_NGINX = """
+import socket, ssl, sys
+request = (
+    f"GET /ws/chat/{sys.argv[1]}/ HTTP/1.1\\r\\nHost: localhost\\r\\n"
+    "Upgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n"
+    "Origin: https://localhost\\r\\nX-Forwarded-For: 203.0.113.99\\r\\n\\r\\n"
+)
+context = ssl._create_unverified_context()
+raw = socket.create_connection(("127.0.0.1", 443))
+with context.wrap_socket(raw, server_hostname="localhost") as tls:
+    tls.sendall(request.encode())
+    print(tls.recv(12).decode())
+"""
+
+
+def test_daphne_access_log_has_the_real_client_address(host):
+    marker = uuid.uuid4().hex
+    # A WebSocket handshake (refused: no session) that claims another address.
+    host.check_output("python3 -c %s %s", WEBSOCKET_THROUGH_NGINX, marker)
+    for _ in range(20):
+        lines = journal_lines(host, "chatstack-daphne@*", marker)
+        if lines:
+            break
+        time.sleep(0.5)
+    print(lines)
+    assert lines, "no Daphne access log line in the journal"
+    assert all(line.startswith("127.0.0.1:") for line in lines)
+    assert any(f'"WSCONNECTING /ws/chat/{marker}/"' in line for line in lines)
+
+
+def test_nginx_logs_are_rotated(host):
+    assert host.package("logrotate").is_installed
+    assert host.service("logrotate.timer").is_enabled
+    host.check_output("logrotate --force /etc/logrotate.d/nginx")
+    assert host.file("/var/log/nginx/access.log.1").exists
+    # Nginx reopened its logs (the rule's postrotate): new requests land in the new file.
+    marker = uuid.uuid4().hex
+    through_nginx(host, f"/healthz?{marker}")
+    for _ in range(20):
+        if marker in host.file("/var/log/nginx/access.log").content_string:
+            break
+        time.sleep(0.5)
+    assert marker in host.file("/var/log/nginx/access.log").content_string
