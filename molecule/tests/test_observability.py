@@ -1,11 +1,13 @@
 """Exporters, Prometheus and its alert rules, and the logs operators read."""
 
+import asyncio
 import json
 import re
 import time
 import uuid
 
 import pytest
+from chatclient import next_of_type
 from test_default import can_connect, container_address
 
 # port, metric lines that must be there (regular expressions), on every host.
@@ -142,8 +144,7 @@ def test_prometheus_scrapes_every_exporter(host):
 def test_prometheus_scrapes_each_daphne_process(host):
     if not host.service("prometheus").is_running:
         pytest.skip("this host is not in the monitoring group")
-    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
-    ports = sorted(re.findall(r"chatstack-daphne@(\d+)\.service", units))
+    ports = daphne_ports(host)
     name = host.backend.get_hostname()
     daphne = {
         t["labels"]["instance"]: t
@@ -154,9 +155,7 @@ def test_prometheus_scrapes_each_daphne_process(host):
     assert {t["scrapeUrl"] for t in daphne.values()} == {
         f"http://127.0.0.1:{port}/metrics" for port in ports
     }
-    status, _ = fetch(host, f"http://127.0.0.1:{ports[0]}/metrics")
-    if status != 200:
-        pytest.skip(f"this release of the app does not serve /metrics yet (HTTP {status})")
+    assert fetch(host, f"http://127.0.0.1:{ports[0]}/metrics")[0] == 200
     deadline = time.monotonic() + 60
     while any(t["health"] != "up" for t in daphne.values()) and time.monotonic() < deadline:
         time.sleep(3)
@@ -166,6 +165,48 @@ def test_prometheus_scrapes_each_daphne_process(host):
             if t["labels"]["job"] == "chatstack-daphne"
         }
     assert [t["lastError"] for t in daphne.values() if t["health"] != "up"] == []
+
+
+def daphne_ports(host) -> list[str]:
+    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
+    return sorted(re.findall(r"chatstack-daphne@(\d+)\.service", units))
+
+
+def app_metrics(host) -> dict[str, float]:
+    """The chat's own metrics, summed over every Daphne process of the host."""
+    totals: dict[str, float] = {}
+    for port in daphne_ports(host):
+        status, body = fetch(host, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200, body
+        for name, value in re.findall(r"^(chatstack_[^ ]+) ([0-9.e+-]+)$", body, re.M):
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def test_app_metrics_move_when_a_client_connects_and_sends(host, site):
+    user = site.session()
+    user.signup(f"t{uuid.uuid4().hex[:12]}")
+    before = app_metrics(host)
+
+    async def connect_and_send():
+        async with user.websocket(f"metrics{uuid.uuid4().hex[:8]}") as socket:
+            await next_of_type(socket, "history")
+            during = app_metrics(host)
+            await socket.send(json.dumps({"message": "counted"}))
+            await next_of_type(socket, "message")
+            await socket.send(json.dumps({"message": ""}))
+            await next_of_type(socket, "error")
+            return during
+
+    during = asyncio.run(connect_and_send())
+    after = app_metrics(host)
+    connections = "chatstack_websocket_connections"
+    assert during[connections] == before[connections] + 1
+    assert after[connections] == before[connections]
+    for name in ["chatstack_messages_accepted_total", "chatstack_broadcast_latency_seconds_count"]:
+        assert after[name] == before[name] + 1, name
+    empty = 'chatstack_messages_rejected_total{reason="empty"}'
+    assert after[empty] == before[empty] + 1
 
 
 def test_prometheus_loads_the_alert_rules(host):
