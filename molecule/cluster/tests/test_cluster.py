@@ -272,3 +272,33 @@ def test_reachable_services_still_require_the_password(client, expected):
     outcome = app_python(APP_HOSTS[0], code)
     print(f"{APP_HOSTS[0]} -> {target} without a password: {outcome}")
     assert expected in outcome
+
+
+def prometheus_targets() -> list[dict]:
+    code = (
+        "import json, urllib.request; print(json.dumps(json.load(urllib.request.urlopen("
+        "'http://127.0.0.1:9090/api/v1/targets', timeout=10))['data']['activeTargets']))"
+    )
+    return json.loads(podman("exec", LB, "python3", "-c", code))
+
+
+def test_prometheus_on_the_lb_scrapes_every_host_of_the_cluster():
+    expected = {
+        ("prometheus", LB),
+        *(("node", host) for host in GROUPS["lb"] + APP_HOSTS + [REDIS, DB]),
+        ("nginx", LB),
+        ("redis", REDIS),
+        ("postgres", DB),
+        *(("chatstack-daphne", host) for host in APP_HOSTS),
+    }
+    deadline = time.monotonic() + 120
+    while True:
+        targets = prometheus_targets()
+        down = [(t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
+        if not down or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert down == []
+    # Instances of Daphne targets name the port too ("host:7001").
+    scraped = {(t["labels"]["job"], t["labels"]["instance"].split(":")[0]) for t in targets}
+    assert scraped == expected
