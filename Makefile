@@ -18,7 +18,7 @@ DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        docs lint test-app test-molecule test-e2e test-cluster test clean
+        docs lint test-app test-molecule test-e2e test-cluster test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,13 @@ test-cluster: venv images ## Five hosts: lb, two app hosts, redis, db; rolling d
 	$(BIN)/molecule test -s cluster
 
 test: lint test-app test-molecule ## Everything CI runs
+
+# Extra options for bench/run.py, e.g. BENCH_ARGS="--quick" or "--only fanout,capacity".
+BENCH_ARGS ?=
+
+bench: root venv ## Benchmarks, tuned vs seed: a table and build/bench/<time>.json
+	molecule/images/build.sh bookworm $(DEMO_IMAGE)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: demo-destroy ## Remove the demo, .venv and build output
 	rm -rf $(VENV) build
