@@ -452,7 +452,7 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = REPO / "build" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    group_vars = yaml.safe_load((BENCH / "inventory/group_vars/all.yml").read_text())
+    group_vars = yaml.safe_load((BENCH / "inventory/group_vars/chatstack.yml").read_text())
     report = {
         "started": stamp,
         "quick": args.quick,
@@ -462,7 +462,7 @@ def main() -> int:
         "wheelhouse_cached": (REPO / "build/wheelhouse").is_dir(),
         "results": {profile: {} for profile in PROFILES},
     }
-    print("limits raised for the benchmark (bench/inventory/group_vars/all.yml):")
+    print("limits raised for the benchmark (bench/inventory/group_vars/chatstack.yml):")
     for name, value in report["limits_raised_for_the_benchmark"].items():
         print(f"  {name}: {value}")
     started = time.monotonic()
