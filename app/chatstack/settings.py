@@ -160,6 +160,13 @@ else:
         }
     }
 
+# Keep each thread's connection instead of opening one per request and per
+# message (Django's default of 0): every chat message is one write, and opening
+# the connection cost more than the write. Checked before reuse, so a database
+# restart costs one failed check, not a failed request.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
