@@ -137,10 +137,17 @@ def machine() -> dict:
 # Ansible -----------------------------------------------------------------
 
 
-def ansible(playbook: str, host: str, log: Path, together_with: str | None = None) -> dict:
+def ansible(
+    playbook: str,
+    host: str,
+    log: Path,
+    together_with: str | None = None,
+    extra_vars: str | None = None,
+) -> dict:
     """Runs a playbook against one host; returns wall time, its recap and per-role times.
 
-    together_with converges a second host in the same run (--quick).
+    together_with converges a second host in the same run (--quick); extra_vars
+    (JSON) overrides inventory variables, to measure a variant of the tuned host.
     """
     env = {
         **os.environ,
@@ -155,6 +162,7 @@ def ansible(playbook: str, host: str, log: Path, together_with: str | None = Non
         str(BENCH / "inventory"),
         "--limit",
         ",".join(filter(None, (host, together_with))),
+        *(["--extra-vars", extra_vars] if extra_vars else []),
         playbook,
     ]
     started = time.monotonic()
@@ -373,13 +381,20 @@ def run_parts(args, report: dict, out_dir: Path, stamp: str) -> None:
     print("converging the tuned host (fresh)...", flush=True)
     results["tuned"]["converge"] = {
         "fresh": ansible(
-            "playbooks/site.yml", CONTAINERS["tuned"], out_dir / f"{stamp}-tuned-1.log", together
+            "playbooks/site.yml",
+            CONTAINERS["tuned"],
+            out_dir / f"{stamp}-tuned-1.log",
+            together,
+            args.tuned_vars,
         )
     }
     if "converge" in args.only:
         print("converging the tuned host again (no changes)...", flush=True)
         results["tuned"]["converge"]["again"] = ansible(
-            "playbooks/site.yml", CONTAINERS["tuned"], out_dir / f"{stamp}-tuned-2.log"
+            "playbooks/site.yml",
+            CONTAINERS["tuned"],
+            out_dir / f"{stamp}-tuned-2.log",
+            extra_vars=args.tuned_vars,
         )
     seed = results["seed"]["converge"] = {}
     if not together:
@@ -440,6 +455,12 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--tuned-vars",
+        metavar="JSON",
+        help="variables for the tuned host's converge, to measure a variant"
+        """ (e.g. '{"app_channel_layer": "channels_redis.pubsub.RedisPubSubChannelLayer"}')""",
+    )
     args = parser.parse_args()
     if args.only - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(args.only - set(PARTS)))}")
@@ -456,6 +477,7 @@ def main() -> int:
     report = {
         "started": stamp,
         "quick": args.quick,
+        "tuned_vars": args.tuned_vars,
         "parts": sorted(args.only),
         "machine": machine(),
         "limits_raised_for_the_benchmark": {name: group_vars[name] for name in RAISED},
