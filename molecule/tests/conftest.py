@@ -79,6 +79,12 @@ def debian12_container(container) -> str:
     return container
 
 
+def daphne_units(host) -> list[str]:
+    """The host's Daphne processes, e.g. ["chatstack-daphne@7001.service", ...]."""
+    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
+    return [line.split()[0] for line in units.splitlines()]
+
+
 def published_https_url(container: str) -> str:
     """The container's HTTPS address on the controller; a restart may publish a new port."""
     mapping = subprocess.run(

@@ -92,10 +92,9 @@ def ssh_to(address: str, *options: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_ssh_lockdown_refuses_then_applies_with_a_key(host, tmp_path):
+def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path):
     """Podman logs in as root without a key: the lock-down refuses, and applies with a key."""
     # On both releases: Debian 13's OpenSSH is a major version newer.
-    container = host.backend.get_hostname()
     lockdown = json.dumps({"baseline_ssh_lockdown": True})
     keys = "/root/.ssh/authorized_keys"
     assert not host.file(keys).exists, "the test needs a host where root has no key yet"
@@ -127,7 +126,7 @@ def test_ssh_lockdown_refuses_then_applies_with_a_key(host, tmp_path):
         check=True,
     )
     public_key = (tmp_path / "key.pub").read_text()
-    address = container_address(host)
+    address = container_address(container)
     try:
         host.check_output(f"install -d -m 0700 /root/.ssh && echo '{public_key.strip()}' > {keys}")
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
-from conftest import published_https_url
+from conftest import daphne_units, published_https_url
 from test_default import UNITS
 
 pytestmark = pytest.mark.destructive
@@ -48,11 +48,13 @@ def test_daphne_killed(host, pair, record_time):
     alice, bob = pair
     alice.send("before the kill")
     bob.wait_for_message("before the kill")
-    pid = main_pid(host, DAPHNE)
+    # Every process of the pool, so that both browsers lose their connection
+    # whichever process Nginx gave them.
+    pids = {unit: main_pid(host, unit) for unit in daphne_units(host)}
     states_before = [len(user.states()) for user in pair]
 
     start = time.monotonic()
-    host.run_expect([0], f"kill -9 {pid}")
+    host.run_expect([0], f"kill -9 {' '.join(map(str, pids.values()))}")
     for user, seen in zip(pair, states_before, strict=True):
         user.wait_state("reconnecting", RECOVERY_TIMEOUT, seen_after=seen)
     for user in pair:
@@ -61,7 +63,8 @@ def test_daphne_killed(host, pair, record_time):
     chat_until_delivered(alice, bob, "after the kill", start + RECOVERY_TIMEOUT)
     record_time("recovery, daphne kill -9: chat delivers", time.monotonic() - start)
 
-    assert main_pid(host, DAPHNE) not in (0, pid)
+    for unit, pid in pids.items():
+        assert main_pid(host, unit) not in (0, pid), f"{unit} was not restarted"
     bob.wait_for_message("before the kill")
     assert_nothing_lost(host, pair)
 

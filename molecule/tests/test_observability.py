@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from chatclient import next_of_type
+from conftest import daphne_units
 from test_default import can_connect, container_address
 
 # port, metric lines that must be there (regular expressions), on every host.
@@ -38,6 +39,8 @@ RULES = {
     "ChatErrorRate",
 }
 PROMETHEUS = "http://127.0.0.1:9090"
+# What ss shows for a listener on every IPv4 address (a fact read, not a bind).
+EVERY_ADDRESS = "0.0.0.0"  # noqa: S104
 
 
 FETCH = """
@@ -71,12 +74,13 @@ def prometheus_api(host, path: str):
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
-def test_exporter_answers_with_its_metrics(host, exporter):
+def test_exporter_answers_with_its_metrics(host, container, exporter):
     port, patterns = EXPORTERS[exporter]
     address = listen_address(host, port)
-    # Never on every address: loopback, or the private address scrapers use.
-    assert address in ("127.0.0.1", container_address(host))
-    status, body = fetch(host, f"http://{address}:{port}/metrics")
+    # Loopback, or every address behind the firewall when scrapers elsewhere need it.
+    assert address in ("127.0.0.1", EVERY_ADDRESS)
+    target = address if address == "127.0.0.1" else container_address(container)
+    status, body = fetch(host, f"http://{target}:{port}/metrics")
     assert status == 200
     for pattern in patterns:
         assert re.search(pattern, body, re.MULTILINE), f"{exporter}: no {pattern}"
@@ -91,12 +95,13 @@ def test_postgres_exporter_where_a_database_runs(host):
     assert re.search(r"^pg_up 1$", body, re.MULTILINE)
 
 
-def test_scrape_ports_refuse_addresses_not_listed(host):
-    """The exporters listen on the container's address; only chatstack_scrape_addresses get in."""
-    address = container_address(host)
+def test_scrape_ports_refuse_addresses_not_listed(host, container):
+    """Scrapers elsewhere are configured: the exporters listen on every address, and
+    the firewall admits only chatstack_scrape_addresses."""
+    address = container_address(container)
     ruleset = host.check_output("nft list table inet chatstack")
     for port, _ in EXPORTERS.values():
-        assert listen_address(host, port) == address
+        assert listen_address(host, port) == EVERY_ADDRESS
         # Inside the host the exporter answers on that address ...
         assert fetch(host, f"http://{address}:{port}/metrics")[0] == 200
         # ... the controller, not a listed scraper, is dropped by nftables ...
@@ -122,7 +127,7 @@ def targets(host) -> list[dict]:
     return prometheus_api(host, "/api/v1/targets")["activeTargets"]
 
 
-def test_prometheus_scrapes_every_exporter(host):
+def test_prometheus_scrapes_every_exporter(host, container):
     if not host.service("prometheus").is_running:
         pytest.skip("this host is not in the monitoring group")
     # The app's own /metrics is another piece of work: its targets are checked below.
@@ -138,14 +143,14 @@ def test_prometheus_scrapes_every_exporter(host):
     assert down == []
     jobs = {t["labels"]["job"] for t in exporters}
     assert jobs == {"prometheus", "node", "nginx", "redis"}
-    assert {t["labels"]["instance"] for t in exporters} == {host.backend.get_hostname()}
+    assert {t["labels"]["instance"] for t in exporters} == {container}
 
 
-def test_prometheus_scrapes_each_daphne_process(host):
+def test_prometheus_scrapes_each_daphne_process(host, container):
     if not host.service("prometheus").is_running:
         pytest.skip("this host is not in the monitoring group")
     ports = daphne_ports(host)
-    name = host.backend.get_hostname()
+    name = container
     daphne = {
         t["labels"]["instance"]: t
         for t in targets(host)
@@ -168,8 +173,7 @@ def test_prometheus_scrapes_each_daphne_process(host):
 
 
 def daphne_ports(host) -> list[str]:
-    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
-    return sorted(re.findall(r"chatstack-daphne@(\d+)\.service", units))
+    return sorted(re.search(r"@(\d+)\.service$", unit).group(1) for unit in daphne_units(host))
 
 
 def app_metrics(host) -> dict[str, float]:

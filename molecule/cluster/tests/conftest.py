@@ -21,7 +21,8 @@ LB = "chatstack-cluster-lb"
 APP_HOSTS = ["chatstack-cluster-app1", "chatstack-cluster-app2"]
 REDIS = "chatstack-cluster-redis"
 DB = "chatstack-cluster-db"
-GROUPS = {"lb": [LB], "app": APP_HOSTS, "redis": [REDIS], "db": [DB]}
+# The inventory of molecule.yml, for playbooks the tests run.
+GROUPS = {"lb": [LB], "app": APP_HOSTS, "redis": [REDIS], "db": [DB], "monitoring": [LB]}
 
 
 def podman(*args: str) -> str:

@@ -285,7 +285,7 @@ def prometheus_targets() -> list[dict]:
 def test_prometheus_on_the_lb_scrapes_every_host_of_the_cluster():
     expected = {
         ("prometheus", LB),
-        *(("node", host) for host in GROUPS["lb"] + APP_HOSTS + [REDIS, DB]),
+        *(("node", host) for host in [LB, *APP_HOSTS, REDIS, DB]),
         ("nginx", LB),
         ("redis", REDIS),
         ("postgres", DB),
