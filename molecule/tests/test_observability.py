@@ -361,16 +361,22 @@ def through_nginx(host, path: str) -> int:
     return int(host.check_output("python3 -c %s %s", THROUGH_NGINX, path))
 
 
-def test_uwsgi_access_log_has_the_real_client_address(host):
-    marker = uuid.uuid4().hex
-    # The client claims another address; Nginx passes on its own view, 127.0.0.1.
-    assert through_nginx(host, f"/healthz?{marker}") == 200
+def wait_for_journal_lines(host, unit: str, marker: str) -> list[str]:
+    """The unit's journal lines with marker, once there are any (at most 10 s)."""
     for _ in range(20):
-        lines = journal_lines(host, "chatstack-uwsgi.service", marker)
+        lines = journal_lines(host, unit, marker)
         if lines:
             break
         time.sleep(0.5)
     print(lines)
+    return lines
+
+
+def test_uwsgi_access_log_has_the_real_client_address(host):
+    marker = uuid.uuid4().hex
+    # The client claims another address; Nginx passes on its own view, 127.0.0.1.
+    assert through_nginx(host, f"/healthz?{marker}") == 200
+    lines = wait_for_journal_lines(host, "chatstack-uwsgi.service", marker)
     assert len(lines) == 1
     assert "] 127.0.0.1 () {" in lines[0]
     assert "203.0.113.99" not in lines[0]
@@ -396,12 +402,7 @@ def test_daphne_access_log_has_the_real_client_address(host):
     marker = uuid.uuid4().hex
     # A WebSocket handshake (refused: no session) that claims another address.
     host.check_output("python3 -c %s %s", WEBSOCKET_THROUGH_NGINX, marker)
-    for _ in range(20):
-        lines = journal_lines(host, "chatstack-daphne@*", marker)
-        if lines:
-            break
-        time.sleep(0.5)
-    print(lines)
+    lines = wait_for_journal_lines(host, "chatstack-daphne@*", marker)
     assert lines, "no Daphne access log line in the journal"
     assert all(line.startswith("127.0.0.1:") for line in lines)
     assert any(f'"WSCONNECTING /ws/chat/{marker}/"' in line for line in lines)
