@@ -39,8 +39,9 @@ RULES = {
     "ChatErrorRate",
 }
 PROMETHEUS = "http://127.0.0.1:9090"
-# What ss shows for a listener on every IPv4 address (a fact read, not a bind).
-EVERY_ADDRESS = "0.0.0.0"  # noqa: S104
+# What ss shows for a listener on every address: the exporters (Go) take
+# 0.0.0.0 as every IPv4 and IPv6 address.
+EVERY_ADDRESS = "*"
 
 
 FETCH = """
