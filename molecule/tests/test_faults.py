@@ -116,16 +116,22 @@ def test_host_restarted(host, container, pair, record_time):
 
     start = time.monotonic()
     subprocess.run(["podman", "restart", name], check=True, capture_output=True, timeout=120)
-    booted = subprocess.run(
-        ["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=RECOVERY_TIMEOUT,
-    )
+    # Right after the restart systemd's bus may not exist yet ("Failed to connect
+    # to bus", no state at all): ask again until systemd answers.
+    while True:
+        booted = subprocess.run(
+            ["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=RECOVERY_TIMEOUT,
+        ).stdout.strip()
+        if booted or time.monotonic() - start > RECOVERY_TIMEOUT:
+            break
+        time.sleep(0.5)
     record_time("recovery, podman restart: systemd up", time.monotonic() - start)
     failed = host.check_output("systemctl --failed --no-legend --plain")
-    assert booted.stdout.strip() == "running", f"{booted.stdout.strip()}: {failed}"
+    assert booted == "running", f"{booted}: {failed}"
     for unit in UNITS:
         service = host.service(unit)
         assert service.is_enabled, unit
