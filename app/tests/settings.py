@@ -18,7 +18,6 @@ os.environ.update(
         # Never opened: Django tests run on an in-memory database.
         "CHATSTACK_SQLITE_PATH": os.path.join(tempfile.gettempdir(), "chatstack-test.sqlite3"),
         "CHATSTACK_REDIS_URLS": "redis://127.0.0.1:9/0",
-        "CHATSTACK_CHANNEL_LAYER": "channels_redis.core.RedisChannelLayer",
         "CHATSTACK_LOG_LEVEL": "WARNING",
     }
 )

@@ -64,11 +64,9 @@ def test_defaults(env):
     assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
     assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     layer = settings["CHANNEL_LAYERS"]["default"]
-    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert layer["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert list(layer["CONFIG"]) == ["hosts"]
     assert [host["address"] for host in layer["CONFIG"]["hosts"]] == ["redis://127.0.0.1:6379/0"]
-    # Must outlast channels_redis' blocking receive, or idle consumers crash.
-    assert layer["CONFIG"]["hosts"][0]["socket_timeout"] > RedisChannelLayer.brpop_timeout
-    assert layer["CONFIG"]["capacity"] == 1000
     assert settings["CHATSTACK_PRESENCE_REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert settings["STORAGES"]["staticfiles"]["BACKEND"].endswith("ManifestStaticFilesStorage")
     assert (settings["CHATSTACK_MESSAGE_MAX_LENGTH"], settings["CHATSTACK_HISTORY_SIZE"]) == (
@@ -78,15 +76,17 @@ def test_defaults(env):
     assert settings["CHATSTACK_RATE_LIMIT_COUNT"] == settings["CHATSTACK_RATE_LIMIT_SECONDS"] == 10
 
 
-def test_lists_and_pubsub_layer(env):
+def test_lists_and_core_layer(env):
     env.setenv("CHATSTACK_ALLOWED_HOSTS", " a.example, b.example ,")
     env.setenv("CHATSTACK_REDIS_URLS", "rediss://:pw@r1:6380/1,redis://r2:6379/0")
-    env.setenv("CHATSTACK_CHANNEL_LAYER", "channels_redis.pubsub.RedisPubSubChannelLayer")
+    env.setenv("CHATSTACK_CHANNEL_LAYER", "channels_redis.core.RedisChannelLayer")
     env.setenv("CHATSTACK_SECURE", "false")
     settings = load_settings()
     assert settings["ALLOWED_HOSTS"] == ["a.example", "b.example"]
     config = settings["CHANNEL_LAYERS"]["default"]["CONFIG"]
-    assert list(config) == ["hosts"]
+    # Must outlast channels_redis' blocking receive, or idle consumers crash.
+    assert config["hosts"][0]["socket_timeout"] > RedisChannelLayer.brpop_timeout
+    assert config["capacity"] == 1000
     assert [host["address"] for host in config["hosts"]] == [
         "rediss://:pw@r1:6380/1",
         "redis://r2:6379/0",

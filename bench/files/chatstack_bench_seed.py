@@ -16,7 +16,7 @@ CHATSTACK_REDIS_OPTIONS = {
 }
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": _app.CHANNEL_LAYER_BACKEND,
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             "hosts": [
                 {key: value for key, value in host.items() if key != "max_connections"}

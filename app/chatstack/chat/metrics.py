@@ -33,6 +33,11 @@ MESSAGES_ACCEPTED = Counter(
     "chatstack_messages_accepted",
     "Chat messages stored and broadcast to their room.",
 )
+MESSAGES_RECOVERED = Counter(
+    "chatstack_messages_recovered",
+    "Messages a connection was sent from the database because the channel layer"
+    " lost or reordered them.",
+)
 _messages_rejected = Counter(
     "chatstack_messages_rejected",
     "Client frames answered with an error frame instead of being posted, by reason.",

@@ -19,7 +19,7 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.R
 )
 
 
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
     # redis.asyncio connections belong to the event loop that opened them.
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     url = settings.CHATSTACK_PRESENCE_REDIS_URL
@@ -60,7 +60,7 @@ class RoomPresence:
     async def _update(self, present: bool) -> Snapshot:
         now = time.time()
         stale_after = self.stale_after()
-        async with _client().pipeline(transaction=True) as pipe:
+        async with redis_client().pipeline(transaction=True) as pipe:
             if present:
                 pipe.zadd(self.key, {self.member: now})
             else:

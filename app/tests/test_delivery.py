@@ -1,0 +1,123 @@
+"""Every stored message reaches every connection in its room exactly once, in
+order, even when the channel layer loses or reorders messages."""
+
+import asyncio
+import fcntl
+import json
+import os
+import threading
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from chatstack.chat import consumers, latest
+from chatstack.chat.rooms import group_name
+
+from .wsutil import joined, receive
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def lost_post(room: str, author, text: str) -> int:
+    """A message stored as a post stores it, whose broadcast the layer lost."""
+    message, _ = await consumers.save_message(room, author, text)
+    await latest.record(room, message.id)
+    return message.id
+
+
+async def messages(communicator, count: int) -> list[str]:
+    return [(await receive(communicator, "message"))["message"] for _ in range(count)]
+
+
+async def test_a_lost_message_is_filled_in_before_the_next(ws, alice, bob):
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+
+    await lost_post("general", bob, "lost by the layer")
+    await alice_chat.send_json_to({"message": "next"})
+
+    assert await messages(bob_chat, 2) == ["lost by the layer", "next"]
+    assert await messages(alice_chat, 2) == ["lost by the layer", "next"]
+    assert await bob_chat.receive_nothing(timeout=0.2)
+
+
+async def test_reordered_messages_arrive_once_in_order(ws, alice, bob):
+    chat = await ws(user=alice, room="general")
+    await joined(chat)
+    first, previous = await consumers.save_message("general", bob, "first")
+    second, _ = await consumers.save_message("general", bob, "second")
+    layer = get_channel_layer()
+
+    for message, before in ((second, first.id), (first, previous)):
+        frame = json.dumps(message.as_frame())
+        event = {"type": "chat.message", "id": message.id, "previous": before, "frame": frame}
+        await layer.group_send(group_name("general"), event)
+
+    assert await messages(chat, 2) == ["first", "second"]
+    assert await chat.receive_nothing(timeout=0.2)
+
+
+async def test_heartbeat_delivers_a_lost_last_message(ws, alice, bob, settings):
+    settings.CHATSTACK_HEARTBEAT_SECONDS = 0.2
+    chat = await ws(user=alice, room="general")
+    await joined(chat)
+
+    await lost_post("general", bob, "nothing comes after me")
+
+    assert await messages(chat, 1) == ["nothing comes after me"]
+    assert await chat.receive_nothing(timeout=0.5)
+
+
+async def test_history_counts_as_delivered(ws, alice, bob, settings):
+    settings.CHATSTACK_HISTORY_SIZE = 0
+    await lost_post("general", bob, "before alice came")
+    settings.CHATSTACK_HEARTBEAT_SECONDS = 0.2
+    chat = await ws(user=alice, room="general")
+    assert await joined(chat) == []
+
+    await chat.send_json_to({"message": "hello"})
+
+    assert await messages(chat, 1) == ["hello"]
+    assert await chat.receive_nothing(timeout=0.5)
+
+
+async def test_broadcasts_do_not_wait_for_the_database_thread(ws, alice, bob):
+    """channels runs close_old_connections in the database thread before every
+    event by default: a room's deliveries would queue behind its writes."""
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+    stored, previous = await consumers.save_message("general", alice, "while busy")
+    release = threading.Event()
+    busy = asyncio.ensure_future(database_sync_to_async(release.wait)(10))
+    try:
+        await get_channel_layer().group_send(
+            group_name("general"),
+            {
+                "type": "chat.message",
+                "id": stored.id,
+                "previous": previous,
+                "frame": '{"type": "message", "message": "while busy"}',
+            },
+        )
+        assert await messages(bob_chat, 1) == ["while busy"]
+    finally:
+        release.set()
+        await busy
+
+
+async def test_sqlite_writes_wait_for_the_writer_lock(alice, settings):
+    lock = os.open(settings.CHATSTACK_SQLITE_WRITER_LOCK, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        save = asyncio.ensure_future(consumers.save_message("general", alice, "queued"))
+        await asyncio.sleep(0.3)
+        assert not save.done()
+    finally:
+        os.close(lock)
+    message, previous = await asyncio.wait_for(save, 5)
+    assert (message.text, previous) == ("queued", None)
