@@ -121,3 +121,24 @@ async def test_sqlite_writes_wait_for_the_writer_lock(alice, settings):
         os.close(lock)
     message, previous = await asyncio.wait_for(save, 5)
     assert (message.text, previous) == ("queued", None)
+
+
+async def test_messages_published_while_the_layer_reconnects_are_not_lost(
+    ws, alice, bob, redis_client
+):
+    """django/channels_redis#256: the PubSub layer does not hear what is published
+    while its subscription reconnects (here: about a second)."""
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+
+    assert redis_client.client_kill_filter(_type="pubsub") >= 1
+    await alice_chat.send_json_to({"message": "while deaf"})
+    await asyncio.sleep(0.2)
+    assert await bob_chat.receive_nothing(timeout=0.2), "the layer did not lose it"
+    await asyncio.sleep(2)
+    await alice_chat.send_json_to({"message": "after"})
+
+    assert await messages(bob_chat, 2) == ["while deaf", "after"]
+    assert await messages(alice_chat, 2) == ["while deaf", "after"]

@@ -15,6 +15,7 @@ from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
 from conftest import daphne_units, published_https_url
 from test_default import UNITS
+from test_observability import app_metrics
 
 pytestmark = pytest.mark.destructive
 
@@ -84,6 +85,31 @@ def test_redis_restarted(host, pair, record_time):
     for user in pair:
         user.reload()
     assert_nothing_lost(host, pair)
+
+
+def test_redis_connections_cut_while_chatting(host, pair, record_time):
+    """The PubSub layer does not hear what is published while it reconnects
+    (django/channels_redis#256); both pages show every message anyway, unreloaded."""
+    alice = pair[0]
+    recovered = "chatstack_messages_recovered_total"
+    before = app_metrics(host)[recovered]
+    for index in range(20):
+        if index % 4 == 0:
+            # Every connection between the app and Redis, from the kernel's side.
+            host.run_expect([0], "ss -K -Htn state established '( dport = :6379 )'")
+        alice.send(f"while cut {index}")
+        time.sleep(0.2)
+
+    start = time.monotonic()
+    while True:
+        stored = [message["id"] for message in stored_messages(host, alice.room)]
+        if all([m["id"] for m in user.messages()] == stored for user in pair):
+            break
+        assert time.monotonic() - start < RECOVERY_TIMEOUT, "pages still miss messages"
+        time.sleep(0.5)
+    record_time("recovery, redis connections cut: every message shown", time.monotonic() - start)
+    assert_nothing_lost(host, pair)
+    assert app_metrics(host)[recovered] > before, "the cuts lost nothing: they tested nothing"
 
 
 def test_uwsgi_stopped(host, pair, site, record_time):
