@@ -11,6 +11,7 @@ are skipped unless --destructive is given (the resilience scenario does).
 
 import ssl
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -83,6 +84,26 @@ def daphne_units(host) -> list[str]:
     """The host's Daphne processes, e.g. ["chatstack-daphne@7001.service", ...]."""
     units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
     return [line.split()[0] for line in units.splitlines()]
+
+
+def systemd_state(container: str, timeout: float) -> str:
+    """The container's systemd state once booted ("running", "degraded", ...).
+
+    Right after the container starts, systemd's bus may not exist yet ("Failed
+    to connect to bus", no state at all): ask again until systemd answers.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = subprocess.run(
+            ["podman", "exec", container, "systemctl", "is-system-running", "--wait"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        ).stdout.strip()
+        if state or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
 
 
 def published_https_url(container: str) -> str:

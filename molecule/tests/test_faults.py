@@ -13,7 +13,7 @@ import uuid
 import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
-from conftest import daphne_units, published_https_url
+from conftest import daphne_units, published_https_url, systemd_state
 from test_default import UNITS
 from test_observability import app_metrics
 
@@ -142,19 +142,7 @@ def test_host_restarted(host, container, pair, record_time):
 
     start = time.monotonic()
     subprocess.run(["podman", "restart", name], check=True, capture_output=True, timeout=120)
-    # Right after the restart systemd's bus may not exist yet ("Failed to connect
-    # to bus", no state at all): ask again until systemd answers.
-    while True:
-        booted = subprocess.run(
-            ["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=RECOVERY_TIMEOUT,
-        ).stdout.strip()
-        if booted or time.monotonic() - start > RECOVERY_TIMEOUT:
-            break
-        time.sleep(0.5)
+    booted = systemd_state(name, timeout=RECOVERY_TIMEOUT)
     record_time("recovery, podman restart: systemd up", time.monotonic() - start)
     failed = host.check_output("systemctl --failed --no-legend --plain")
     assert booted == "running", f"{booted}: {failed}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import testinfra
 from chatclient import ChatSite, next_of_type, stored_messages
-from conftest import published_https_url
+from conftest import published_https_url, systemd_state
 from playbook import run_playbook
 from test_default import UNITS
 
@@ -83,7 +83,7 @@ def test_backup_destroy_restore(host, container, site, tmp_path):
         "run", "--detach", "--name", new, "--hostname", new, "--systemd=always",
         "--cap-add", "NET_ADMIN", "--publish", "127.0.0.1::443", image, "/sbin/init",
     )  # fmt: skip
-    podman("exec", new, "systemctl", "is-system-running", "--wait", timeout=60)
+    assert systemd_state(new, timeout=60) == "running"
     playbook("site.yml", new, tmp_path)
     playbook("restore.yml", new, tmp_path, "-e", f"restore_from={backup}")
 
