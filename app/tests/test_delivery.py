@@ -142,3 +142,15 @@ async def test_messages_published_while_the_layer_reconnects_are_not_lost(
 
     assert await messages(bob_chat, 2) == ["while deaf", "after"]
     assert await messages(alice_chat, 2) == ["while deaf", "after"]
+
+
+async def test_messages_of_the_previous_release_are_delivered(ws, alice):
+    """During a rolling deploy, processes of the old release send bare frames."""
+    chat = await ws(user=alice, room="general")
+    await joined(chat)
+    frame = json.dumps({"type": "message", "id": 1, "user": "old", "message": "from v1"})
+    await get_channel_layer().group_send(
+        group_name("general"), {"type": "chat.message", "frame": frame}
+    )
+
+    assert await messages(chat, 1) == ["from v1"]

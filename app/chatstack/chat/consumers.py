@@ -247,6 +247,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
 
     async def chat_message(self, event: dict) -> None:
+        if "id" not in event:
+            # From a process of the previous release, during a rolling deploy.
+            await self.send(text_data=event["frame"])
+            return
         await self.deliver(event["id"], event["previous"], event["frame"])
 
     async def deliver(self, message_id: int, previous: int | None, frame: str | None) -> None:
