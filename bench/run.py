@@ -28,6 +28,9 @@ IMAGE = "localhost/chatstack-debian12"
 PROFILES = ("tuned", "seed")
 CONTAINERS = {profile: f"chatstack-bench-{profile}" for profile in PROFILES}
 PARTS = ("converge", "pages", "fanout", "capacity")
+# Ansible reaches the hosts over SSH, as it reaches a real server (key, known
+# hosts and the inventory giving each host's address live here).
+SSH_DIR = REPO / "build" / "bench" / "ssh"
 # Role variables the bench inventory raises; printed with every result.
 RAISED = (
     "nginx_websocket_rate",
@@ -64,13 +67,14 @@ def shapes(quick: bool) -> dict:
 # Podman ------------------------------------------------------------------
 
 
-def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def podman(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
     # Arguments are this module's own: container names, fixed commands.
     return subprocess.run(  # noqa: S603
         ["podman", *args],  # noqa: S607
         check=check,
         capture_output=True,
         text=True,
+        input=stdin,
     )
 
 
@@ -102,6 +106,50 @@ def create_container(name: str) -> None:
             return
         time.sleep(1)
     raise RuntimeError(f"{name}: systemd did not finish booting")
+
+
+def enable_ssh(names) -> None:
+    """sshd in each container, root's key the bench's own; writes SSH_DIR/inventory.yml.
+
+    Through Podman's connection every task costs a few podman execs (no
+    pipelining); over SSH with pipelining and a persistent connection it costs
+    one round trip, as on a real server.
+    """
+    SSH_DIR.mkdir(parents=True, exist_ok=True)
+    key = SSH_DIR / "id_ed25519"
+    if not key.exists():
+        subprocess.run(  # noqa: S603
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chatstack-bench", "-f", key],  # noqa: S607
+            check=True,
+        )
+    # New containers, new host keys, perhaps the addresses of old ones.
+    known_hosts = SSH_DIR / "known_hosts"
+    known_hosts.unlink(missing_ok=True)
+    hosts = {}
+    for name in names:
+        podman(
+            "exec", name, "sh", "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive"
+            " apt-get install -qq -y --no-install-recommends openssh-server",
+        )  # fmt: skip
+        podman(
+            "exec", "-i", name, "sh", "-c",
+            "install -d -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys",
+            stdin=key.with_suffix(".pub").read_text(),
+        )  # fmt: skip
+        podman("exec", name, "systemctl", "enable", "--now", "ssh.service")
+        hosts[name] = {
+            "ansible_connection": "ssh",
+            "ansible_host": podman(
+                "inspect", "--format", "{{.NetworkSettings.IPAddress}}", name
+            ).stdout.strip(),
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(key),
+            "ansible_ssh_common_args": (
+                f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new"
+            ),
+        }
+    (SSH_DIR / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
 
 
 def base_url(name: str) -> str:
@@ -160,6 +208,9 @@ def ansible(
         str(REPO / ".venv/bin/ansible-playbook"),
         "--inventory",
         str(BENCH / "inventory"),
+        # After the first, so that its connection variables win.
+        "--inventory",
+        str(SSH_DIR / "inventory.yml"),
         "--limit",
         ",".join(filter(None, (host, together_with))),
         *(["--extra-vars", extra_vars] if extra_vars else []),
@@ -374,6 +425,8 @@ def run_parts(args, report: dict, out_dir: Path, stamp: str) -> None:
     results = report["results"]
     for name in CONTAINERS.values():
         create_container(name)
+    print("installing sshd in both hosts...", flush=True)
+    enable_ssh(CONTAINERS.values())
 
     # --quick converges both fresh hosts in one run: a smoke test of the
     # converge, not a measurement of it.
