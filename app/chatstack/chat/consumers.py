@@ -131,8 +131,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # The newest message this client has been sent: every message of the room
     # up to it has been sent too (see deliver()).
     last_id = 0
-    # The room's newest message id at the last heartbeat.
-    awaited = 0
     presence: RoomPresence | None = None
     heartbeat: asyncio.Task | None = None
     # Whether this connection is included in the open-connections gauge.
@@ -296,11 +294,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 snapshot = await self.presence.touch()
                 if snapshot.pruned:
                     await self.broadcast_presence(snapshot)
-                # The newest message at the last heartbeat has had a whole
-                # heartbeat to arrive; newer ones may simply be on their way.
-                if self.awaited > self.last_id:
-                    await self.deliver(self.awaited, None, None)
-                self.awaited = await latest.newest(self.room)
+                newest = await latest.newest(self.room)
+                if newest > self.last_id:
+                    # It may simply be on its way: give it a tenth of a heartbeat.
+                    await asyncio.sleep(settings.CHATSTACK_HEARTBEAT_SECONDS / 10)
+                    await self.deliver(newest, None, None)
             except Exception:
                 logger.warning("Presence heartbeat failed in room %r", self.room, exc_info=True)
 
