@@ -13,16 +13,18 @@ from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 pytestmark = pytest.mark.usefixtures("debian12_container")
 
 
-def deploy(container, tmp_path, source):
+def deploy(container, tmp_path, source, *args):
     extra = {
         "app_source_dir": str(source),
         "app_lock_file": str(ROOT / "app/requirements.lock"),
         # Its own wheelhouse, so this test never rebuilds the shared one.
         "app_wheelhouse_dir": str(tmp_path / f"wheelhouse-{source.name}"),
     }
-    run_dir = tmp_path / f"run-deploy-{source.name}"
+    run_dir = tmp_path / f"run-deploy-{source.name}{''.join(args)}"
     run_dir.mkdir()
-    return run_playbook(container, run_dir, "-e", json.dumps(extra), playbook="deploy.yml")[0]
+    return run_playbook(container, run_dir, "-e", json.dumps(extra), *args, playbook="deploy.yml")[
+        0
+    ]
 
 
 def rollback(container, tmp_path):
@@ -38,6 +40,11 @@ def current_release(host):
 def test_deploy_rollback_and_redeploy(host, container, site, tmp_path):
     original = current_release(host)
     marked_copy = app_copy(tmp_path, "marked", mark_login_page("release-under-test"))
+    # What an operator runs first: check mode shows the switch and changes nothing.
+    result = deploy(container, tmp_path, marked_copy, "--check")
+    assert result.returncode == 0, result.stdout
+    assert recap(result.stdout, container)["changed"] > 0, result.stdout
+    assert current_release(host) == original
     result = deploy(container, tmp_path, marked_copy)
     assert result.returncode == 0, result.stdout
     marked = current_release(host)
