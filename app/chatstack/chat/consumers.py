@@ -174,7 +174,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.delivering = asyncio.Lock()
 
         # Join the group before reading history, so that no message falls between
-        # the two; one posted meanwhile arrives twice and the client dedupes by id.
+        # the two; one posted meanwhile is in the history, and deliver() skips its event.
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Counted before the client learns of the accept, so the gauge never lags it.
         metrics.WEBSOCKET_CONNECTIONS.inc()
