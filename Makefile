@@ -18,7 +18,7 @@ DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        docs lint test-app test-molecule test-e2e test-cluster test bench clean
+        docs lint test-app test-fast test-molecule test-e2e test-cluster test-ssh test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -86,14 +86,32 @@ lint: venv docs ## yamllint, ansible-lint (production profile), ruff, role READM
 test-app: venv ## The app's tests (against a real redis-server)
 	cd app && ../$(BIN)/pytest -q
 
-test-molecule: venv images ## Converge, idempotence and verify on Debian 12 and 13
-	$(BIN)/molecule test --all
+test-fast: lint test-app ## Lint and the app's tests, no containers (a few minutes)
+
+# Every scenario, longest first: MOLECULE_JOBS at a time finish close together.
+# Each scenario's output is printed whole when it ends.
+SCENARIOS := default cluster resilience ssh acme
+MOLECULE_JOBS ?= 2
+ifneq ($(sort $(SCENARIOS)),$(sort $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))))
+$(error SCENARIOS must list every molecule/*/molecule.yml)
+endif
+
+test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (2) at a time
+	$(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --output-sync=target $(SCENARIOS:%=molecule-%)
+
+molecule-%: venv images
+	@echo "== molecule scenario $* started $$(date -u +%T)"
+	$(BIN)/molecule test -s $*
+	@echo "== molecule scenario $* passed $$(date -u +%T)"
 
 test-e2e: venv images ## Browser tests, faults, abusive clients and backup/restore
 	$(BIN)/molecule test -s resilience
 
 test-cluster: venv images ## Five hosts: lb, two app hosts, redis, db; rolling deploy
 	$(BIN)/molecule test -s cluster
+
+test-ssh: venv images ## A server reached over SSH on port 2222 as a sudo user
+	$(BIN)/molecule test -s ssh
 
 test: lint test-app test-molecule ## Everything CI runs
 

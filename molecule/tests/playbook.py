@@ -15,13 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SINGLE_HOST_GROUPS = ("standalone", "lb", "app", "redis")
 
 
-def run_playbook(
-    hosts: str | dict[str, list[str]], tmp_path: Path, *args: str, playbook: str = "site.yml"
-):
-    """ansible-playbook against Podman containers with Molecule's group vars.
+def podman_inventory(hosts: str | dict[str, list[str]], tmp_path: Path) -> Path:
+    """An inventory of Podman containers with Molecule's group vars.
 
     `hosts` is one container (put in every group) or {group: [containers]}.
-    Returns the finished process and its wall time.
     """
     groups = {group: [hosts] for group in SINGLE_HOST_GROUPS} if isinstance(hosts, str) else hosts
     inventory = tmp_path / "inventory"
@@ -33,6 +30,21 @@ def run_playbook(
         json.dumps({"all": {"children": {"chatstack": chatstack}}})
     )
     (inventory / "group_vars").symlink_to(ROOT / "inventory/molecule/group_vars")
+    return inventory
+
+
+def run_playbook(
+    hosts: str | dict[str, list[str]] | Path,
+    tmp_path: Path,
+    *args: str,
+    playbook: str = "site.yml",
+):
+    """ansible-playbook against Podman containers (see podman_inventory), or with
+    the inventory at `hosts` when it is a path.
+
+    Returns the finished process and its wall time.
+    """
+    inventory = hosts if isinstance(hosts, Path) else podman_inventory(hosts, tmp_path)
     command = [
         str(Path(sys.executable).with_name("ansible-playbook")),
         "-i",

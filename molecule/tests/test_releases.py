@@ -76,3 +76,16 @@ def test_release_failing_its_health_check_is_not_switched_to(host, container, si
     assert current_release(host) == original
     status, _, body = site.session().request("/healthz")
     assert status == 200, body
+
+
+def test_release_files_are_roots_and_read_only_to_the_app(host):
+    """If the app's user could rewrite its release, a hole in the app would become
+    JavaScript served to every browser."""
+    release = current_release(host)
+    not_roots = host.check_output(f"find {release}/ ! -user root -printf '%u %p\\n' | head -5")
+    assert not_roots == "", not_roots
+    writable = host.check_output(
+        f"find {release}/ -perm /022 ! -type l -printf '%m %p\\n' | head -5"
+    )
+    assert writable == "", writable
+    assert host.file(f"{release}/static/staticfiles.json").user == "root"

@@ -14,6 +14,7 @@ id. The archive holds the wheels and requirements.txt, to ship in one transfer.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -126,6 +127,24 @@ def release_id(out: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def rebuild(args, env: dict, out: Path, digest: str) -> None:
+    """Build into a new directory, then put it in place of `out`."""
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=args.out))
+    try:
+        build(args.app.resolve(), pins_for(args.lock, env), args.python, args.machine,
+              args.glibc, tmp)
+    except BaseException:
+        shutil.rmtree(tmp)
+        raise
+    with tarfile.open(tmp / "wheelhouse.tar", "w") as archive:
+        for path in sorted(tmp.iterdir()):
+            if path.name != "wheelhouse.tar":
+                archive.add(path, arcname=path.name)
+    (tmp / ".inputs").write_text(digest)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", type=Path, required=True, help="app source dir (pyproject.toml)")
@@ -141,22 +160,13 @@ def main() -> None:
     out = args.out.resolve() / f"cp{args.python}-{args.machine}"
     stamp = out / ".inputs"
     digest = inputs_digest(args.app.resolve(), args.lock.resolve(), env)
-    changed = not (stamp.exists() and stamp.read_text() == digest)
-    if changed:
-        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=args.out))
-        try:
-            build(args.app.resolve(), pins_for(args.lock, env), args.python, args.machine,
-                  args.glibc, tmp)
-        except BaseException:
-            shutil.rmtree(tmp)
-            raise
-        with tarfile.open(tmp / "wheelhouse.tar", "w") as archive:
-            for path in sorted(tmp.iterdir()):
-                if path.name != "wheelhouse.tar":
-                    archive.add(path, arcname=path.name)
-        (tmp / ".inputs").write_text(digest)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+    # Runs of other scenarios or sites on this controller build the same
+    # wheelhouse: the second waits, then finds it current.
+    with (args.out / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        changed = not (stamp.exists() and stamp.read_text() == digest)
+        if changed:
+            rebuild(args, env, out, digest)
     print(json.dumps({
         "changed": changed,
         "release": release_id(out),
