@@ -18,7 +18,7 @@ DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        docs lint test-app test-fast test-molecule test-e2e test-cluster test-ssh test bench clean
+        docs lint test-app test-wiring test-fast test-molecule test-e2e test-cluster test-ssh test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -86,7 +86,10 @@ lint: venv docs ## yamllint, ansible-lint (production profile), ruff, role READM
 test-app: venv ## The app's tests (against a real redis-server)
 	cd app && ../$(BIN)/pytest -q
 
-test-fast: lint test-app ## Lint and the app's tests, no containers (a few minutes)
+test-wiring: venv ## The playbooks' wiring against fake inventories, no host contacted
+	$(BIN)/pytest -q -p no:cacheprovider tests/wiring
+
+test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: no containers
 
 # Every scenario, longest first: MOLECULE_JOBS at a time finish close together.
 # Each scenario's output is printed whole when it ends.
@@ -113,7 +116,7 @@ test-cluster: venv images ## Five hosts: lb, two app hosts, redis, db; rolling d
 test-ssh: venv images ## A server reached over SSH on port 2222 as a sudo user
 	$(BIN)/molecule test -s ssh
 
-test: lint test-app test-molecule ## Everything CI runs
+test: lint test-app test-wiring test-molecule ## Everything CI runs
 
 # Extra options for bench/run.py, e.g. BENCH_ARGS="--quick" or "--only fanout,capacity".
 BENCH_ARGS ?=

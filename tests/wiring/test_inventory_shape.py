@@ -1,0 +1,80 @@
+"""A wrong inventory shape is refused in the first seconds, naming the group or hosts.
+
+Fake inventories of hosts that are never contacted, with the site's wiring
+(playbooks/group_vars/all) and site.yml's inventory checks. Without them, an
+operator's mistake surfaces late, perhaps inside a no_log task with its
+reason hidden.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check(tmp_path: Path, groups: dict[str, list[str]], addresses: dict[str, str]):
+    """check-inventory.yml over an inventory of `groups`: its exit code and output as one line."""
+    hosts = {name: {"chatstack_private_address": address} for name, address in addresses.items()}
+    children = {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()}
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "group_vars/all").symlink_to(ROOT / "playbooks/group_vars/all")
+    # JSON is YAML.
+    (inventory / "hosts.yml").write_text(
+        json.dumps({"all": {"hosts": hosts, "children": {"chatstack": {"children": children}}}})
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
+         "-c", "local", str(Path(__file__).with_name("check-inventory.yml"))],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": "/usr/bin:/bin",
+             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"},
+    )  # fmt: skip
+    return result.returncode, " ".join(result.stdout.split())
+
+
+CLUSTER = {"lb": ["lb1"], "app": ["app1", "app2"], "redis": ["redis1"], "db": ["db1"]}
+ADDRESSES = {"lb1": "10.0.0.2", "app1": "10.0.0.11", "app2": "10.0.0.12",
+             "redis1": "10.0.0.21", "db1": "10.0.0.31"}  # fmt: skip
+
+
+def test_one_server_in_every_group_passes(tmp_path):
+    groups = {"lb": ["one"], "app": ["one"], "redis": ["one"]}
+    rc, said = check(tmp_path, groups, {"one": "203.0.113.5"})
+    assert rc == 0, said
+
+
+def test_a_cluster_with_an_address_each_passes(tmp_path):
+    rc, said = check(tmp_path, CLUSTER, ADDRESSES)
+    assert rc == 0, said
+
+
+@pytest.mark.parametrize("group", ["lb", "app", "redis"])
+def test_a_missing_group_is_named(tmp_path, group):
+    groups = {name: members for name, members in CLUSTER.items() if name != group}
+    rc, said = check(tmp_path, groups, ADDRESSES)
+    assert rc != 0
+    assert f"The inventory puts no host of this site in the group(s) {group}:" in said, said
+
+
+def test_two_database_hosts_are_refused(tmp_path):
+    groups = {**CLUSTER, "db": ["db1", "db2"]}
+    rc, said = check(tmp_path, groups, {**ADDRESSES, "db2": "10.0.0.32"})
+    assert rc != 0
+    assert "The group db has 2 hosts (db1, db2)" in said, said
+
+
+def test_hosts_sharing_an_address_are_named(tmp_path):
+    rc, said = check(tmp_path, CLUSTER, {**ADDRESSES, "app2": ADDRESSES["app1"]})
+    assert rc != 0
+    assert "app1 and app2 share an address" in said, said
+
+
+def test_a_loopback_address_in_a_cluster_is_named(tmp_path):
+    rc, said = check(tmp_path, CLUSTER, {**ADDRESSES, "db1": "127.0.0.1"})
+    assert rc != 0
+    assert "db1 has a loopback address" in said, said
