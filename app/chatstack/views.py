@@ -3,9 +3,6 @@ import logging
 import uuid
 
 from asgiref.sync import sync_to_async
-from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
-from channels_redis.core import RedisChannelLayer
-from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
@@ -16,6 +13,8 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.generic import FormView
+
+from .chat.layers import private_layer
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +43,13 @@ def _check_database() -> None:
 
 
 async def _check_channel_layer() -> None:
-    # A layer of its own: the shared one keeps per-event-loop state that a probe
-    # served by WSGI (a fresh loop per request) would leave behind, and the pub/sub
-    # layer never unsubscribes a channel that received a message.
-    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            channel = await layer.new_channel()
-            token = uuid.uuid4().hex
-            await layer.send(channel, {"type": "health.ping", "token": token})
-            received = await layer.receive(channel)
-        if received.get("token") != token:
-            raise RuntimeError("channel layer returned a different message")
-    finally:
-        if isinstance(layer, RedisChannelLayer):
-            await layer.close_pools()
-        elif isinstance(layer, RedisPubSubChannelLayer):
-            await layer.flush()
+    async with private_layer() as layer, asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+        channel = await layer.new_channel()
+        token = uuid.uuid4().hex
+        await layer.send(channel, {"type": "health.ping", "token": token})
+        received = await layer.receive(channel)
+    if received.get("token") != token:
+        raise RuntimeError("channel layer returned a different message")
 
 
 async def _status(name: str, check) -> str:
