@@ -15,6 +15,7 @@ from django.views.decorators.http import require_safe
 from django.views.generic import FormView
 
 from .chat.layers import private_layer
+from .metrics_endpoint import request_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,16 @@ async def _status(name: str, check) -> str:
 @never_cache
 @require_safe
 async def healthz(request):
+    """Whether this process can serve the chat: in full for monitoring, cheaply for anyone.
+
+    The full answer checks the database and makes a channel-layer round trip;
+    it is for the clients /metrics admits (the deploy's checks on loopback,
+    Prometheus), never through a proxy. Anyone else (load balancers through
+    Nginx, the public) learns that the process answers, and can hammer that
+    without reaching the database or Redis.
+    """
+    if not request_allowed(request):
+        return JsonResponse({"status": "ok"})
     checks = {
         "database": await _status("database", sync_to_async(_check_database)),
         "channel_layer": await _status("channel layer", _check_channel_layer),

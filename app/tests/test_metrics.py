@@ -305,3 +305,23 @@ def test_bad_allowed_networks_are_rejected_with_the_variable_name(env, networks)
     env.setenv("CHATSTACK_METRICS_ALLOWED_NETWORKS", networks)
     with pytest.raises(ImproperlyConfigured, match="CHATSTACK_METRICS_ALLOWED_NETWORKS"):
         load_settings()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("client", "headers", "body"),
+    [
+        (SCRAPER, (), {"status": "ok", "database": "ok", "channel_layer": "ok"}),
+        (("192.0.2.10", 5000), (), {"status": "ok"}),
+        (SCRAPER, [(b"x-forwarded-for", b"127.0.0.1")], {"status": "ok"}),
+    ],
+)
+async def test_daphne_healthz_is_full_only_for_the_monitoring_networks(
+    redis_client, client, headers, body
+):
+    """The deploy checks each Daphne process on loopback: there it must be the full check."""
+    status, _, answer = await scrape(
+        client=client, headers=headers, path="/healthz", host=b"testserver"
+    )
+    assert status == 200
+    assert json.loads(answer) == body
