@@ -3,18 +3,22 @@ import logging
 import uuid
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import RedirectURLMixin
-from django.db import connection
+from django.db import connection, transaction
 from django.http import JsonResponse
+from django.shortcuts import render
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.generic import FormView
 
+from .chat.forms import InviteSignupForm
 from .chat.layers import private_layer
+from .chat.models import Invite
 from .metrics_endpoint import request_allowed
 
 logger = logging.getLogger(__name__)
@@ -24,12 +28,30 @@ HEALTH_TIMEOUT_SECONDS = 2
 
 @method_decorator(login_not_required, name="dispatch")
 class SignupView(RedirectURLMixin, FormView):
-    form_class = UserCreationForm
+    """Sign-up as CHATSTACK_SIGNUP allows: for anyone, with an invite code, or not at all."""
+
     template_name = "registration/signup.html"
     next_page = "chat:lobby"
 
+    def dispatch(self, request, *args, **kwargs):
+        if settings.CHATSTACK_SIGNUP == "closed":
+            return render(request, "registration/signup_closed.html", status=403)
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_form_class(self):
+        return InviteSignupForm if settings.CHATSTACK_SIGNUP == "invite" else UserCreationForm
+
     def form_valid(self, form):
-        login(self.request, form.save())
+        with transaction.atomic():
+            user = form.save()
+            if "invite" in form.cleaned_data and not Invite.redeem(
+                form.cleaned_data["invite"], user
+            ):
+                # Another sign-up spent it since the form was checked.
+                transaction.set_rollback(True)
+                form.add_error("invite", form.error_messages["invalid_invite"])
+                return self.form_invalid(form)
+        login(self.request, user)
         return super().form_valid(form)
 
     def get_context_data(self, **kwargs):
