@@ -31,13 +31,15 @@ async def test_message_window_slides_at_its_exact_edges(settings):
     """A person who paused for the whole window may post again; not a millisecond earlier."""
     settings.CHATSTACK_RATE_LIMIT_COUNT = 3
     settings.CHATSTACK_RATE_LIMIT_SECONDS = 10
-    assert [await limits.take_message(1, T0 + t) for t in (0, 1000, 2000)] == [True] * 3
-    assert not await limits.take_message(1, T0 + 9999), "the first is still in the window"
-    assert await limits.take_message(1, T0 + 10_000), "the first left the window"
+    assert [await limits.take_message(1, T0 + t) for t in (0, 1000, 2000)] == [0] * 3
+    # Refused, with the time until the first leaves the window.
+    assert await limits.take_message(1, T0 + 2500) == 7.5
+    assert await limits.take_message(1, T0 + 9999) == 0.001, "the first is still in the window"
+    assert await limits.take_message(1, T0 + 10_000) == 0, "the first left the window"
     # Refused attempts did not count; the one at 1000 is now the oldest.
-    assert not await limits.take_message(1, T0 + 10_999)
-    assert await limits.take_message(1, T0 + 11_000)
-    assert await limits.take_message(2, T0 + 11_000), "another account has a budget of its own"
+    assert await limits.take_message(1, T0 + 10_999) == 0.001
+    assert await limits.take_message(1, T0 + 11_000) == 0
+    assert await limits.take_message(2, T0 + 11_000) == 0, "another account has its own budget"
 
 
 async def test_message_log_is_bounded_and_expires(redis_client, settings):
@@ -98,7 +100,7 @@ async def test_message_budget_holds_across_processes(redis_client):
     """Four Daphne processes posting for one account get one budget between them."""
     code = PROCESS_PRELUDE + (
         "async def main():\n"
-        "    return [await limits.take_message(42) for _ in range(20)]\n"
+        "    return [await limits.take_message(42) == 0 for _ in range(20)]\n"
         "print(json.dumps(asyncio.run(main())))\n"
     )
     results = await asyncio.to_thread(
@@ -241,3 +243,25 @@ def test_limits_default_to_what_people_need(env):
     assert loaded["CHATSTACK_SIGNUP"] == "open"
     # The sliding window never lets through more than a person types.
     assert loaded["CHATSTACK_RATE_LIMIT_COUNT"] / loaded["CHATSTACK_RATE_LIMIT_SECONDS"] <= 1
+
+
+async def test_a_flood_past_the_budget_costs_redis_nothing(ws, alice, settings, monkeypatch):
+    settings.CHATSTACK_RATE_LIMIT_COUNT = 3
+    settings.CHATSTACK_RATE_LIMIT_SECONDS = 60
+    asked = []
+    take_message = limits.take_message
+
+    async def counted(*args):
+        asked.append(args)
+        return await take_message(*args)
+
+    monkeypatch.setattr(limits, "take_message", counted)
+    chat = await ws(user=alice)
+    await joined(chat)
+    for i in range(50):
+        await chat.send_json_to({"message": f"m{i}"})
+    frames = await drain(chat)
+
+    assert [f["type"] for f in frames].count("error") == 47
+    # Three taken, one refused with the wait; the rest refused without asking.
+    assert len(asked) == 4

@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import time
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 CLOSE_LIMITED = 4029
 # The session or account no longer holds: reconnecting needs a new login.
 CLOSE_REVOKED = 4001
+# Heartbeats between checks of a socket's session against the database.
+SESSION_CHECK_BEATS = 3
 
 
 def refusal_message(refusal: Refusal) -> str:
@@ -152,6 +155,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     sockets: AccountSockets | None = None
     # Set once the server closes the connection: nothing more is sent or taken.
     closing = False
+    # Until then (time.perf_counter()) the account's message budget is spent:
+    # refused here, without asking Redis, so a flood costs Redis nothing.
+    limited_until = 0.0
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -239,13 +245,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         # Counted before parsing, so floods of garbage are throttled too.
-        try:
-            allowed = await limits.take_message(self.user.pk)
-        except Exception:
-            logger.exception("Could not check the message limit in room %r", self.room)
-            await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
-            return
-        if not allowed:
+        if arrived >= self.limited_until:
+            try:
+                wait = await limits.take_message(self.user.pk)
+            except Exception:
+                logger.exception("Could not check the message limit in room %r", self.room)
+                await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
+                return
+            self.limited_until = time.perf_counter() + wait if wait else 0.0
+        if arrived < self.limited_until:
             await self.reject(
                 Rejection.RATE_LIMITED,
                 _(
@@ -358,11 +366,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.warning("Could not release a socket of room %r", self.room, exc_info=True)
 
     async def keep_alive(self) -> None:
-        while True:
+        for beat in itertools.count(1):
             await asyncio.sleep(settings.CHATSTACK_HEARTBEAT_SECONDS)
             try:
-                # A backstop for a revocation notice that never arrived.
-                if not await still_signed_in(self.session_key, self.user.pk):
+                # A backstop for a revocation notice that never arrived, or a
+                # change that sent none. Every heartbeat would be a database
+                # read per socket every 20 s, all of them queued with the writes.
+                if beat % SESSION_CHECK_BEATS == 0 and not await still_signed_in(
+                    self.session_key, self.user.pk
+                ):
                     await self.revoke(Revocation.SESSION_ENDED)
                     return
                 await self.sockets.refresh()

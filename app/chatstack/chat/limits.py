@@ -29,17 +29,19 @@ end
 
 # A sliding window log: one member per accepted message, scored by its time.
 # KEYS[1]: the account's log. ARGV: now, limit, window (ms), a unique member.
+# Returns 0 (taken) or the milliseconds until the oldest leaves the window.
 _TAKE_MESSAGE = (
     _NOW
     + """
 local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], window)
-return 1
+return 0
 """
 )
 
@@ -101,21 +103,22 @@ async def _run(script: str, keys: list[str], args: list, now_ms: int | None) -> 
     )
 
 
-async def take_message(user_id: int, now_ms: int | None = None) -> bool:
-    """Whether the account may post one more message now; counts it if so.
+async def take_message(user_id: int, now_ms: int | None = None) -> float:
+    """Counts one more message of the account, if it may post now.
 
     At most CHATSTACK_RATE_LIMIT_COUNT messages in any window of
-    CHATSTACK_RATE_LIMIT_SECONDS, over all the account's sockets.
+    CHATSTACK_RATE_LIMIT_SECONDS, over all the account's sockets. Returns 0
+    if the message was taken, or else the seconds until the next one can be:
+    nothing can free a place sooner.
     """
     window_ms = int(settings.CHATSTACK_RATE_LIMIT_SECONDS * 1000)
-    return bool(
-        await _run(
-            _TAKE_MESSAGE,
-            [_key(user_id, "messages")],
-            [settings.CHATSTACK_RATE_LIMIT_COUNT, window_ms, uuid.uuid4().hex],
-            now_ms,
-        )
+    wait_ms = await _run(
+        _TAKE_MESSAGE,
+        [_key(user_id, "messages")],
+        [settings.CHATSTACK_RATE_LIMIT_COUNT, window_ms, uuid.uuid4().hex],
+        now_ms,
     )
+    return wait_ms / 1000
 
 
 class AccountSockets:

@@ -14,8 +14,9 @@ on the sockets already open. Every consumer joins two channel-layer groups:
 
 The notices are sent by the process where the change happens (uWSGI for the
 admin and logout, `chatstack-manage` for changepassword). If one is lost
-(Redis was unreachable at that moment), each consumer's heartbeat checks its
-session against the database, and closes the socket within a heartbeat.
+(Redis was unreachable at that moment), each consumer checks its session
+against the database every third heartbeat, and closes the socket within a
+minute.
 """
 
 import asyncio
