@@ -17,6 +17,7 @@ UNITS = [
     "chatstack-uwsgi.socket",
     "chatstack-uwsgi.service",
     "chatstack-daphne@7001.service",
+    "chatstack-prune.timer",
 ]
 
 
@@ -139,12 +140,21 @@ def test_websocket_message_reaches_other_client(site, new_username):
     assert received["id"] == echoed["id"]
 
 
-@pytest.mark.parametrize("unit", ["chatstack-uwsgi.service", "chatstack-daphne@7001.service"])
+@pytest.mark.parametrize(
+    "unit", ["chatstack-uwsgi.service", "chatstack-daphne@7001.service", "chatstack-prune.service"]
+)
 def test_units_are_sandboxed(host, unit):
     report = host.check_output(f"systemd-analyze security --no-pager {unit}")
     exposure = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
     print(f"systemd-analyze security {unit}: {exposure}")
     assert exposure <= 2.0
+
+
+def test_daily_prune_runs(host):
+    """If it failed, old messages and the Redis keys of emptied rooms would pile up."""
+    host.run_expect([0], "systemctl start chatstack-prune.service")
+    log = host.check_output("journalctl -u chatstack-prune.service -n 20 --no-pager -o cat")
+    assert "Rooms left empty" in log
 
 
 def test_redis_refuses_unauthenticated_clients(host):
