@@ -108,3 +108,15 @@ def test_invite_warns_when_signup_is_not_invite_only(settings):
     err = StringIO()
     call_command("invite", stdout=StringIO(), stderr=err)
     assert "only while it is 'invite'" in err.getvalue()
+
+
+def test_admins_see_who_used_an_invite(client, settings):
+    settings.CHATSTACK_SIGNUP = "invite"
+    [code] = invite_codes()
+    sign_up(client, "dave", invite=code)
+    admin = get_user_model().objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    page = client.get("/admin/chat/invite/")
+    assert page.status_code == 200
+    assert "dave" in page.text
+    assert client.get("/admin/chat/invite/add/").status_code == 403
