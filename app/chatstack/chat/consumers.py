@@ -64,31 +64,31 @@ class InvalidMessage(ValueError):
         self.reason = reason
 
 
+def too_long_message(max_length: int) -> str:
+    return _("Message is too long (at most %(count)d characters).") % {"count": max_length}
+
+
 def parse_message(raw: str, max_length: int) -> str:
     # Cheap bound before json.loads: JSON spends at most 12 characters
     # (a \\uXXXX surrogate pair) per character of text.
     if len(raw) > 12 * max_length + 64:
-        raise InvalidMessage(
-            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
-        )
+        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
     try:
         data = json.loads(raw)
     except ValueError:
-        raise InvalidMessage("Message is not valid JSON.", Rejection.INVALID_JSON) from None
+        raise InvalidMessage(_("Message is not valid JSON."), Rejection.INVALID_JSON) from None
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
         raise InvalidMessage(
-            'Expected a JSON object like {"message": "text"}.', Rejection.INVALID_FRAME
+            _('Expected a JSON object like {"message": "text"}.'), Rejection.INVALID_FRAME
         )
     text = data["message"]
     if not text.strip():
-        raise InvalidMessage("Message is empty.", Rejection.EMPTY)
+        raise InvalidMessage(_("Message is empty."), Rejection.EMPTY)
     if len(text) > max_length:
-        raise InvalidMessage(
-            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
-        )
+        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
     if "\x00" in text:
         # PostgreSQL cannot store NUL in text columns.
-        raise InvalidMessage("Message contains a NUL character.", Rejection.NUL_CHARACTER)
+        raise InvalidMessage(_("Message contains a NUL character."), Rejection.NUL_CHARACTER)
     return text
 
 
@@ -250,7 +250,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 wait = await limits.take_message(self.user.pk)
             except Exception:
                 logger.exception("Could not check the message limit in room %r", self.room)
-                await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
+                await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
                 return
             self.limited_until = time.perf_counter() + wait if wait else 0.0
         if arrived < self.limited_until:
@@ -270,7 +270,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # An error frame rather than close code 1003: daphne (autobahn) only lets
             # applications close with 1000 or 3000-4999.
             await self.reject(
-                Rejection.BINARY_FRAME, "Binary frames are not supported; send JSON text."
+                Rejection.BINARY_FRAME, _("Binary frames are not supported; send JSON text.")
             )
             return
         try:
@@ -293,7 +293,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except Exception:
             logger.exception("Could not post a message in room %r", self.room)
-            await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
+            await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
             return
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
