@@ -123,7 +123,12 @@ async def ws(redis_client):
     opened: list[WebsocketCommunicator] = []
 
     async def connect(
-        user=None, room="lobby", origin="http://testserver", expect=True, cookie=None
+        user=None,
+        room="lobby",
+        origin="http://testserver",
+        expect=True,
+        cookie=None,
+        app=application,
     ):
         """A connection of `user` in a session of its own, or with the session `cookie`."""
         headers = [(b"host", b"testserver")]
@@ -133,7 +138,7 @@ async def ws(redis_client):
             cookie = await sync_to_async(_session_cookie)(user)
         if cookie is not None:
             headers.append((b"cookie", cookie))
-        communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=headers)
+        communicator = WebsocketCommunicator(app, f"/ws/chat/{room}/", headers=headers)
         connected, _ = await communicator.connect(timeout=5)
         opened.append(communicator)
         assert connected is expect
