@@ -265,3 +265,17 @@ async def test_a_flood_past_the_budget_costs_redis_nothing(ws, alice, settings, 
     assert [f["type"] for f in frames].count("error") == 47
     # Three taken, one refused with the wait; the rest refused without asking.
     assert len(asked) == 4
+
+
+async def test_message_is_refused_not_lost_when_the_limit_cannot_be_checked(ws, alice, monkeypatch):
+    """Without Redis the budget is unknown: the sender is told, and may retry."""
+
+    async def unreachable(*args):
+        raise ConnectionError("redis went away")
+
+    chat = await ws(user=alice)
+    await joined(chat)
+    monkeypatch.setattr(limits, "take_message", unreachable)
+    await chat.send_json_to({"message": "hello"})
+    assert (await receive(chat, "error"))["error"] == "Message not sent, try again."
+    assert await Message.objects.acount() == 0

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatstack.asgi import application
 from chatstack.chat import consumers
-from chatstack.chat.metrics import Rejection
+from chatstack.chat.limits import Refusal
+from chatstack.chat.metrics import Rejection, Revocation
 
 from .conftest import _session_cookie
 from .test_settings import load_settings
@@ -86,6 +87,12 @@ async def test_allowed_address_reads_every_metric(client):
     # Every reason is exported before its first rejection.
     reasons = {s.labels["reason"] for s in rejected.samples if s.name.endswith("_total")}
     assert reasons == {reason.value for reason in Rejection}
+    for family, enum in [
+        ("chatstack_connections_refused", Refusal),
+        ("chatstack_connections_revoked", Revocation),
+    ]:
+        samples = families[family].samples
+        assert {s.labels["reason"] for s in samples if s.name.endswith("_total")} == set(enum)
     # prometheus_client's default collectors stay.
     assert "process_cpu_seconds" in families
     assert "python_info" in families
