@@ -200,11 +200,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room = room
         self.user = user
         self.group = group_name(room)
-        session_key = self.scope["session"].session_key
-        self.session_key = session_key
+        self.session_key = self.scope["session"].session_key
         # The room's, then those through which a logout, password change or
-        # deactivation closes this socket (chat.revocation).
-        self.subscriptions = [self.group, account_group(user.pk), session_group(session_key)]
+        # deactivation closes this socket (chat.revocation). A notice sent
+        # before they are joined is caught by the heartbeat's session check.
+        self.subscriptions = [
+            self.group,
+            account_group(user.pk),
+            session_group(self.session_key),
+        ]
         self.max_length = settings.CHATSTACK_MESSAGE_MAX_LENGTH
         self.presence_version = 0
         self.delivering = asyncio.Lock()
