@@ -88,6 +88,12 @@ def redis_server():
         process.wait(timeout=10)
 
 
+def url_of(client: redis.Redis) -> str:
+    """The URL other processes reach the test Redis at."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
 @pytest.fixture
 def redis_client(redis_server):
     """The test Redis, emptied so no group, message or presence leaks between tests."""

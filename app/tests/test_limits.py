@@ -14,6 +14,7 @@ from chatstack.chat.consumers import CLOSE_LIMITED
 from chatstack.chat.limits import AccountSockets, Refusal
 from chatstack.chat.models import Message
 
+from .conftest import url_of
 from .test_metrics import value
 from .test_settings import load_settings
 from .wsutil import closed_by_server, drain, joined, receive
@@ -91,11 +92,6 @@ from chatstack.chat import limits
 """
 
 
-def _redis_url(redis_client) -> str:
-    kwargs = redis_client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
-
-
 async def test_message_budget_holds_across_processes(redis_client):
     """Four Daphne processes posting for one account get one budget between them."""
     code = PROCESS_PRELUDE + (
@@ -103,9 +99,7 @@ async def test_message_budget_holds_across_processes(redis_client):
         "    return [await limits.take_message(42) == 0 for _ in range(20)]\n"
         "print(json.dumps(asyncio.run(main())))\n"
     )
-    results = await asyncio.to_thread(
-        _in_processes, code, 4, TEST_REDIS_URL=_redis_url(redis_client)
-    )
+    results = await asyncio.to_thread(_in_processes, code, 4, TEST_REDIS_URL=url_of(redis_client))
     assert sum(sum(taken) for taken in results) == 30
 
 
@@ -116,9 +110,7 @@ async def test_socket_cap_holds_across_processes(redis_client):
         "    return [await socket.admit() is None for socket in sockets]\n"
         "print(json.dumps(asyncio.run(main())))\n"
     )
-    results = await asyncio.to_thread(
-        _in_processes, code, 3, TEST_REDIS_URL=_redis_url(redis_client)
-    )
+    results = await asyncio.to_thread(_in_processes, code, 3, TEST_REDIS_URL=url_of(redis_client))
     assert sum(sum(admitted) for admitted in results) == 7
 
 
