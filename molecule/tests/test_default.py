@@ -94,9 +94,20 @@ def test_http_redirects_to_https(host):
 
 
 def test_healthz_through_nginx(site):
+    """Through Nginx /healthz is public: the process answers, touching no database or Redis."""
     status, _, body = site.session().request("/healthz")
     assert status == 200
-    assert json.loads(body)["status"] == "ok"
+    assert json.loads(body) == {"status": "ok"}
+
+
+def test_healthz_in_full_on_loopback(host):
+    """The deploy's checks call each Daphne process on loopback: they need the real checks."""
+    body = host.check_output(
+        "python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 7001); "
+        "c.request('GET', '/healthz', headers={'Host': 'localhost'}); "
+        'print(c.getresponse().read().decode())"'
+    )
+    assert json.loads(body) == {"status": "ok", "database": "ok", "channel_layer": "ok"}
 
 
 def test_static_files_served_by_nginx(site):
