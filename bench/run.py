@@ -39,6 +39,8 @@ RAISED = (
     "nginx_login_burst",
     "app_rate_limit_count",
     "app_rate_limit_seconds",
+    "app_account_max_connections",
+    "app_account_max_rooms",
 )
 
 

@@ -13,8 +13,27 @@ from prometheus_client import make_asgi_app
 METRICS_PATH = "/metrics"
 # daphne runs with --proxy-headers, so with either of these the client address in the
 # scope may be whatever the request claims. Scrapers connect directly and never send
-# them; requests through Nginx always carry them.
+# them; requests through Nginx always carry them (to uWSGI too).
 FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"x-real-ip"})
+# The same headers as Django's request.META names them.
+FORWARDING_META = frozenset(
+    "HTTP_" + name.decode().upper().replace("-", "_") for name in FORWARDING_HEADERS
+)
+
+
+def address_allowed(client: str | None) -> bool:
+    """Whether `client` is an address in CHATSTACK_METRICS_ALLOWED_NETWORKS."""
+    if not client:
+        # A UNIX socket or file descriptor: no address to check.
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+        address = address.ipv4_mapped
+    return any(address in network for network in settings.CHATSTACK_METRICS_ALLOWED_NETWORKS)
 
 
 def scrape_allowed(scope: dict) -> bool:
@@ -22,17 +41,14 @@ def scrape_allowed(scope: dict) -> bool:
     if any(name.lower() in FORWARDING_HEADERS for name, _ in scope.get("headers", ())):
         return False
     client = scope.get("client")
-    if not client:
-        # A UNIX socket or file descriptor: no address to check.
+    return address_allowed(client[0] if client else None)
+
+
+def request_allowed(request) -> bool:
+    """scrape_allowed() for a Django request, served by Daphne or by uWSGI behind Nginx."""
+    if FORWARDING_META & request.META.keys():
         return False
-    try:
-        address = ipaddress.ip_address(client[0])
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-        address = address.ipv4_mapped
-    return any(address in network for network in settings.CHATSTACK_METRICS_ALLOWED_NETWORKS)
+    return address_allowed(request.META.get("REMOTE_ADDR"))
 
 
 async def _respond(send, status: int, body: bytes, headers: tuple = ()) -> None:

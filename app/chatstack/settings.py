@@ -124,6 +124,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "chatstack.chat.context_processors.signup",
             ],
         },
     },
@@ -269,8 +270,19 @@ CHANNEL_LAYERS = {"default": {"BACKEND": CHANNEL_LAYER_BACKEND, "CONFIG": _layer
 CHATSTACK_PRESENCE_REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
 
 CHATSTACK_MESSAGE_MAX_LENGTH = _int("CHATSTACK_MESSAGE_MAX_LENGTH", 2000)
+# Limits per account, over all its sockets, Daphne processes and app hosts
+# (chat.limits). A person types well under a message a second and keeps a few
+# tabs on a couple of devices open; a script with 500 sockets gets no more.
 CHATSTACK_RATE_LIMIT_COUNT = _int("CHATSTACK_RATE_LIMIT_COUNT", 10)
 CHATSTACK_RATE_LIMIT_SECONDS = _int("CHATSTACK_RATE_LIMIT_SECONDS", 10)
+CHATSTACK_ACCOUNT_MAX_CONNECTIONS = _int("CHATSTACK_ACCOUNT_MAX_CONNECTIONS", 20)
+CHATSTACK_ACCOUNT_MAX_ROOMS = _int("CHATSTACK_ACCOUNT_MAX_ROOMS", 10)
+# Messages older than this are deleted by `chatstack-manage prune`; 0 keeps them forever.
+CHATSTACK_MESSAGE_RETENTION_DAYS = _int("CHATSTACK_MESSAGE_RETENTION_DAYS", 365, minimum=0)
+# Who may create an account at /accounts/signup/: anyone (open), nobody but an
+# admin with `chatstack-manage` or /admin/ (closed), or holders of a code from
+# `chatstack-manage invite` (invite).
+CHATSTACK_SIGNUP = _choice("CHATSTACK_SIGNUP", "open", ("open", "closed", "invite"))
 CHATSTACK_HISTORY_SIZE = _int("CHATSTACK_HISTORY_SIZE", 50, minimum=0)
 
 # Clients that may read the Prometheus metrics each daphne process serves at /metrics.

@@ -88,6 +88,12 @@ def redis_server():
         process.wait(timeout=10)
 
 
+def url_of(client: redis.Redis) -> str:
+    """The URL other processes reach the test Redis at."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
 @pytest.fixture
 def redis_client(redis_server):
     """The test Redis, emptied so no group, message or presence leaks between tests."""
@@ -105,11 +111,16 @@ def bob(transactional_db):
     return get_user_model().objects.create_user("bob", password="bob-password")
 
 
+def session_cookie_of(client: Client) -> bytes:
+    """The Cookie header that carries the session of a logged-in test client."""
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()
+
+
 def _session_cookie(user) -> bytes:
     client = Client()
     client.force_login(user)
-    name = settings.SESSION_COOKIE_NAME
-    return f"{name}={client.cookies[name].value}".encode()
+    return session_cookie_of(client)
 
 
 @pytest.fixture
@@ -117,13 +128,23 @@ async def ws(redis_client):
     """Open WebSocket connections through the full ASGI stack; all are closed afterwards."""
     opened: list[WebsocketCommunicator] = []
 
-    async def connect(user=None, room="lobby", origin="http://testserver", expect=True):
+    async def connect(
+        user=None,
+        room="lobby",
+        origin="http://testserver",
+        expect=True,
+        cookie=None,
+        app=application,
+    ):
+        """A connection of `user` in a session of its own, or with the session `cookie`."""
         headers = [(b"host", b"testserver")]
         if origin is not None:
             headers.append((b"origin", origin.encode()))
         if user is not None:
-            headers.append((b"cookie", await sync_to_async(_session_cookie)(user)))
-        communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=headers)
+            cookie = await sync_to_async(_session_cookie)(user)
+        if cookie is not None:
+            headers.append((b"cookie", cookie))
+        communicator = WebsocketCommunicator(app, f"/ws/chat/{room}/", headers=headers)
         connected, _ = await communicator.connect(timeout=5)
         opened.append(communicator)
         assert connected is expect

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatstack.asgi import application
 from chatstack.chat import consumers
-from chatstack.chat.metrics import Rejection
+from chatstack.chat.limits import Refusal
+from chatstack.chat.metrics import Rejection, Revocation
 
 from .conftest import _session_cookie
 from .test_settings import load_settings
@@ -86,6 +87,12 @@ async def test_allowed_address_reads_every_metric(client):
     # Every reason is exported before its first rejection.
     reasons = {s.labels["reason"] for s in rejected.samples if s.name.endswith("_total")}
     assert reasons == {reason.value for reason in Rejection}
+    for family, enum in [
+        ("chatstack_connections_refused", Refusal),
+        ("chatstack_connections_revoked", Revocation),
+    ]:
+        samples = families[family].samples
+        assert {s.labels["reason"] for s in samples if s.name.endswith("_total")} == set(enum)
     # prometheus_client's default collectors stay.
     assert "process_cpu_seconds" in families
     assert "python_info" in families
@@ -305,3 +312,23 @@ def test_bad_allowed_networks_are_rejected_with_the_variable_name(env, networks)
     env.setenv("CHATSTACK_METRICS_ALLOWED_NETWORKS", networks)
     with pytest.raises(ImproperlyConfigured, match="CHATSTACK_METRICS_ALLOWED_NETWORKS"):
         load_settings()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("client", "headers", "body"),
+    [
+        (SCRAPER, (), {"status": "ok", "database": "ok", "channel_layer": "ok"}),
+        (("192.0.2.10", 5000), (), {"status": "ok"}),
+        (SCRAPER, [(b"x-forwarded-for", b"127.0.0.1")], {"status": "ok"}),
+    ],
+)
+async def test_daphne_healthz_is_full_only_for_the_monitoring_networks(
+    redis_client, client, headers, body
+):
+    """The deploy checks each Daphne process on loopback: there it must be the full check."""
+    status, _, answer = await scrape(
+        client=client, headers=headers, path="/healthz", host=b"testserver"
+    )
+    assert status == 200
+    assert json.loads(answer) == body

@@ -1,3 +1,4 @@
+import ipaddress
 import json
 
 import pytest
@@ -155,3 +156,31 @@ def test_healthz_names_an_unreachable_channel_layer(client, settings, redis_clie
 
 def test_healthz_rejects_writes(client):
     assert client.post("/healthz").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "request_from",
+    [
+        {"REMOTE_ADDR": "192.0.2.10"},
+        {"REMOTE_ADDR": "2001:db8::10"},
+        # Through Nginx, which always names the client: even a local client is public there.
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "127.0.0.1"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "127.0.0.1"},
+    ],
+)
+def test_public_healthz_answers_without_touching_redis(client, settings, request_from):
+    """Anyone hammering /healthz must not cost a channel-layer round trip each time."""
+    settings.CHANNEL_LAYERS = layers_using(settings.CHANNEL_LAYERS, "redis://127.0.0.1:9/0")
+
+    response = client.get("/healthz", **request_from)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "no-cache" in response.headers["Cache-Control"]
+
+
+def test_healthz_in_full_for_the_monitoring_networks(client, settings, redis_client):
+    settings.CHATSTACK_METRICS_ALLOWED_NETWORKS = (ipaddress.ip_network("10.20.0.0/16"),)
+    full = client.get("/healthz", REMOTE_ADDR="10.20.3.4").json()
+    assert full == {"status": "ok", "database": "ok", "channel_layer": "ok"}
+    assert client.get("/healthz", REMOTE_ADDR="127.0.0.1").json() == {"status": "ok"}

@@ -15,3 +15,19 @@ async def joined(communicator) -> list[dict]:
     assert history["type"] == "history"
     await receive(communicator, "presence")
     return history["messages"]
+
+
+async def closed_by_server(communicator) -> tuple[str, int]:
+    """The error frame the server explains a close with, and the close code that follows."""
+    frame = await receive(communicator, "error")
+    output = await communicator.receive_output(timeout=3)
+    assert output["type"] == "websocket.close", output
+    return frame["error"], output.get("code")
+
+
+async def drain(communicator) -> list[dict]:
+    """Every frame sent to the client until it has been quiet for a moment."""
+    frames = []
+    while not await communicator.receive_nothing(timeout=0.3):
+        frames.append(await communicator.receive_json_from())
+    return frames

@@ -76,6 +76,30 @@ class Browser:
         assert status == 302, f"login failed ({status}): {page[:2000]}"
         self.username = username
 
+    def adopt_session(self, username: str, session_key: str) -> None:
+        """Becomes a browser signed in with a session made on the host (accounts_made_on)."""
+        self.username = username
+        self.cookies.set_cookie(
+            http.cookiejar.Cookie(
+                version=0,
+                name="sessionid",
+                value=session_key,
+                port=None,
+                port_specified=False,
+                domain=urllib.parse.urlsplit(self.site.base_url).hostname,
+                domain_specified=False,
+                domain_initial_dot=False,
+                path="/",
+                path_specified=True,
+                secure=True,
+                expires=None,
+                discard=True,
+                comment=None,
+                comment_url=None,
+                rest={},
+            )
+        )
+
     def cookie_header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.cookies)}
 
@@ -126,3 +150,35 @@ def stored_messages(host, room: str) -> list[dict]:
     output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
     # The shell prints a line about its automatic imports first.
     return json.loads(output.splitlines()[-1])
+
+
+# The operator's way to make accounts and sessions: more than the sign-up
+# page's per-address rate limit lets a test make.
+MAKE_ACCOUNTS = """
+import json
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+sessions = {}
+for name in json.loads(NAMES):
+    user = get_user_model().objects.create_user(name)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    sessions[name] = session.session_key
+print(json.dumps(sessions))
+"""
+
+
+def accounts_made_on(host, site: ChatSite, names: list[str]) -> list[Browser]:
+    """A signed-in browser for each of `names`, new accounts made on the host."""
+    code = f"NAMES = {json.dumps(json.dumps(names))}" + MAKE_ACCOUNTS
+    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
+    sessions = json.loads(output.splitlines()[-1])
+    browsers = []
+    for name in names:
+        browser = site.session()
+        browser.adopt_session(name, sessions[name])
+        browsers.append(browser)
+    return browsers

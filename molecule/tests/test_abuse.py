@@ -5,13 +5,14 @@ deadline per test. Traffic goes only to the container's port on 127.0.0.1.
 """
 
 import asyncio
+import itertools
 import json
 import time
 import urllib.parse
 import uuid
 
 import pytest
-from chatclient import next_of_type, stored_messages
+from chatclient import accounts_made_on, next_of_type, stored_messages
 from test_faults import DAPHNE, main_pid
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -24,9 +25,13 @@ SLOW_READERS = 20
 FLOODERS = 5
 BURST = 200
 DEADLINE = 120
-# The app's CHATSTACK_MESSAGE_MAX_LENGTH and CHATSTACK_RATE_LIMIT_COUNT defaults.
+# The app's CHATSTACK_MESSAGE_MAX_LENGTH, CHATSTACK_RATE_LIMIT_COUNT (per
+# account) and CHATSTACK_ACCOUNT_MAX_CONNECTIONS defaults.
 MAX_LENGTH = 2000
 RATE_LIMIT = 10
+ACCOUNT_MAX_CONNECTIONS = 20
+# Close code of a socket refused because its account is at a limit.
+CLOSE_LIMITED = 4029
 # Daphne's --websocket-max-message-size default: larger frames cost the sender its connection.
 DAPHNE_MAX_MESSAGE = 1024 * 1024
 
@@ -38,6 +43,25 @@ def people(site):
     for name, session in people.items():
         session.signup(f"{name}{prefix}")
     return people
+
+
+@pytest.fixture(scope="module")
+def crowd(site, host):
+    """Accounts that each hold as many sockets as one account may."""
+    prefix = uuid.uuid4().hex[:6]
+    return accounts_made_on(
+        host,
+        site,
+        [f"crowd{prefix}{index}" for index in range(IDLE_WEBSOCKETS // ACCOUNT_MAX_CONNECTIONS)],
+    )
+
+
+@pytest.fixture
+def fresh_accounts(site, host):
+    """Makes new signed-in accounts, so no earlier test's sockets or messages count."""
+    return lambda count: accounts_made_on(
+        host, site, [f"a{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    )
 
 
 @pytest.fixture
@@ -115,7 +139,7 @@ async def presence_becomes(ws, users: list[str], timeout: float) -> None:
 
 # Hundreds of connections coming or going at once once exhausted redis-py's
 # default pool of 100 (MaxConnectionsError) and left ghosts in the room.
-def test_idle_connections(people, room, host, https_base_url, record_time):
+def test_idle_connections(people, crowd, room, host, https_base_url, record_time):
     port = urllib.parse.urlsplit(https_base_url).port
     bob = people["bob"].username
 
@@ -126,8 +150,9 @@ def test_idle_connections(people, room, host, https_base_url, record_time):
         start = time.monotonic()
         # Nginx admits WebSocket upgrades from one address at nginx_websocket_rate
         # (20/s after a burst of 100) and answers 429 above it: stay below.
+        members = itertools.cycle(crowd)
         sockets = await open_all(
-            IDLE_WEBSOCKETS, lambda: people["mallory"].websocket(room), per_second=15
+            IDLE_WEBSOCKETS, lambda: next(members).websocket(room), per_second=15
         )
         opened.extend(sockets)
         await asyncio.gather(*(next_of_type(ws, "history") for ws in sockets))
@@ -135,6 +160,14 @@ def test_idle_connections(people, room, host, https_base_url, record_time):
         await asyncio.sleep(2)
         dropped = sum(ws.state is not State.OPEN for ws in sockets)
         assert dropped == 0, f"the server dropped {dropped} of {IDLE_WEBSOCKETS} idle websockets"
+
+        # Each account of the crowd holds all the sockets one account may.
+        extra = await crowd[0].websocket(room)
+        opened.append(extra)
+        assert "Too many open chat windows" in (await next_of_type(extra, "error"))["error"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await extra.recv()
+        assert closed.value.rcvd.code == CLOSE_LIMITED
 
         # Joins after Mallory's crowd, so every presence it sees lists her until they leave.
         watcher = await people["bob"].websocket(room)
@@ -180,13 +213,17 @@ def test_garbage_frames(people, room, host, record_time):
     assert len(stored_messages(host, room)) <= RATE_LIMIT
 
 
-def test_slow_readers(people, room, host, record_time):
+def test_slow_readers(people, fresh_accounts, room, host, record_time):
+    # Accounts of their own: the limits are per account, and a flooder's budget
+    # is RATE_LIMIT messages per window.
+    sloth, *flooder_accounts = fresh_accounts(1 + FLOODERS)
+
     async def abuser(opened):
         # With a one-frame queue the client stops reading from its socket, so
         # the server has to hold what the flooders send them.
-        slow = await open_all(SLOW_READERS, lambda: people["mallory"].websocket(room, max_queue=1))
+        slow = await open_all(SLOW_READERS, lambda: sloth.websocket(room, max_queue=1))
         opened.extend(slow)
-        flooders = await open_all(FLOODERS, lambda: people["mallory"].websocket(room))
+        flooders = await asyncio.gather(*(account.websocket(room) for account in flooder_accounts))
         opened.extend(flooders)
         for ws in flooders:
             for n in range(RATE_LIMIT):

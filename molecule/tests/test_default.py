@@ -17,6 +17,7 @@ UNITS = [
     "chatstack-uwsgi.socket",
     "chatstack-uwsgi.service",
     "chatstack-daphne@7001.service",
+    "chatstack-prune.timer",
 ]
 
 
@@ -93,9 +94,20 @@ def test_http_redirects_to_https(host):
 
 
 def test_healthz_through_nginx(site):
+    """Through Nginx /healthz is public: the process answers, touching no database or Redis."""
     status, _, body = site.session().request("/healthz")
     assert status == 200
-    assert json.loads(body)["status"] == "ok"
+    assert json.loads(body) == {"status": "ok"}
+
+
+def test_healthz_in_full_on_loopback(host):
+    """The deploy's checks call each Daphne process on loopback: they need the real checks."""
+    body = host.check_output(
+        "python3 -c \"import http.client as h; c=h.HTTPConnection('127.0.0.1', 7001); "
+        "c.request('GET', '/healthz', headers={'Host': 'localhost'}); "
+        'print(c.getresponse().read().decode())"'
+    )
+    assert json.loads(body) == {"status": "ok", "database": "ok", "channel_layer": "ok"}
 
 
 def test_static_files_served_by_nginx(site):
@@ -139,12 +151,21 @@ def test_websocket_message_reaches_other_client(site, new_username):
     assert received["id"] == echoed["id"]
 
 
-@pytest.mark.parametrize("unit", ["chatstack-uwsgi.service", "chatstack-daphne@7001.service"])
+@pytest.mark.parametrize(
+    "unit", ["chatstack-uwsgi.service", "chatstack-daphne@7001.service", "chatstack-prune.service"]
+)
 def test_units_are_sandboxed(host, unit):
     report = host.check_output(f"systemd-analyze security --no-pager {unit}")
     exposure = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
     print(f"systemd-analyze security {unit}: {exposure}")
     assert exposure <= 2.0
+
+
+def test_daily_prune_runs(host):
+    """If it failed, old messages and the Redis keys of emptied rooms would pile up."""
+    host.run_expect([0], "systemctl start chatstack-prune.service")
+    log = host.check_output("journalctl -u chatstack-prune.service -n 20 --no-pager -o cat")
+    assert "Rooms left empty" in log
 
 
 def test_redis_refuses_unauthenticated_clients(host):

@@ -1,10 +1,10 @@
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
 
 from channels.consumer import get_handler_name
@@ -12,14 +12,48 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils.translation import gettext as _
 
-from . import latest, metrics
-from .metrics import Rejection
+from . import latest, limits, metrics
+from .limits import AccountSockets, Refusal
+from .metrics import Rejection, Revocation
 from .models import Message
 from .presence import RoomPresence, Snapshot
+from .revocation import account_group, session_group, still_signed_in
 from .rooms import group_name, is_valid_room_name
 
 logger = logging.getLogger(__name__)
+
+# Close codes (daphne allows applications 1000 and 3000-4999), sent after an
+# error frame that says the same in words. At a limit: the client may retry
+# later (another of the account's sockets may close meanwhile).
+CLOSE_LIMITED = 4029
+# The session or account no longer holds: reconnecting needs a new login.
+CLOSE_REVOKED = 4001
+# Heartbeats between checks of a socket's session against the database.
+SESSION_CHECK_BEATS = 3
+
+
+def refusal_message(refusal: Refusal) -> str:
+    if refusal is Refusal.TOO_MANY_CONNECTIONS:
+        return _(
+            "Too many open chat windows for this account (at most %(count)d):"
+            " close one, and this one connects again."
+        ) % {"count": settings.CHATSTACK_ACCOUNT_MAX_CONNECTIONS}
+    return _(
+        "Too many rooms open at once for this account (at most %(count)d):"
+        " leave one, and this one connects again."
+    ) % {"count": settings.CHATSTACK_ACCOUNT_MAX_ROOMS}
+
+
+def revocation_message(reason: Revocation) -> str:
+    if reason is Revocation.LOGGED_OUT:
+        return _("You logged out.")
+    if reason is Revocation.PASSWORD_CHANGED:
+        return _("Your password was changed: log in again.")
+    if reason in (Revocation.DEACTIVATED, Revocation.DELETED):
+        return _("Your account was closed by an administrator.")
+    return _("Your session ended: log in again.")
 
 
 class InvalidMessage(ValueError):
@@ -30,50 +64,32 @@ class InvalidMessage(ValueError):
         self.reason = reason
 
 
+def too_long_message(max_length: int) -> str:
+    return _("Message is too long (at most %(count)d characters).") % {"count": max_length}
+
+
 def parse_message(raw: str, max_length: int) -> str:
     # Cheap bound before json.loads: JSON spends at most 12 characters
     # (a \\uXXXX surrogate pair) per character of text.
     if len(raw) > 12 * max_length + 64:
-        raise InvalidMessage(
-            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
-        )
+        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
     try:
         data = json.loads(raw)
     except ValueError:
-        raise InvalidMessage("Message is not valid JSON.", Rejection.INVALID_JSON) from None
+        raise InvalidMessage(_("Message is not valid JSON."), Rejection.INVALID_JSON) from None
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
         raise InvalidMessage(
-            'Expected a JSON object like {"message": "text"}.', Rejection.INVALID_FRAME
+            _('Expected a JSON object like {"message": "text"}.'), Rejection.INVALID_FRAME
         )
     text = data["message"]
     if not text.strip():
-        raise InvalidMessage("Message is empty.", Rejection.EMPTY)
+        raise InvalidMessage(_("Message is empty."), Rejection.EMPTY)
     if len(text) > max_length:
-        raise InvalidMessage(
-            f"Message is too long (at most {max_length} characters).", Rejection.TOO_LONG
-        )
+        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
     if "\x00" in text:
         # PostgreSQL cannot store NUL in text columns.
-        raise InvalidMessage("Message contains a NUL character.", Rejection.NUL_CHARACTER)
+        raise InvalidMessage(_("Message contains a NUL character."), Rejection.NUL_CHARACTER)
     return text
-
-
-class RateLimiter:
-    """At most `limit` accepted events in any sliding window of `window` seconds."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._accepted: deque[float] = deque()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        while self._accepted and self._accepted[0] <= now - self.window:
-            self._accepted.popleft()
-        if len(self._accepted) >= self.limit:
-            return False
-        self._accepted.append(now)
-        return True
 
 
 @database_sync_to_async
@@ -135,6 +151,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     heartbeat: asyncio.Task | None = None
     # Whether this connection is included in the open-connections gauge.
     counted = False
+    # This connection's place among its account's open sockets, once admitted.
+    sockets: AccountSockets | None = None
+    # Set once the server closes the connection: nothing more is sent or taken.
+    closing = False
+    # Until then (time.perf_counter()) the account's message budget is spent:
+    # refused here, without asking Redis, so a flood costs Redis nothing.
+    limited_until = 0.0
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -144,6 +167,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # history query fails after accept) never gets its disconnect() called.
             if self.counted:
                 metrics.WEBSOCKET_CONNECTIONS.dec()
+            if self.sockets is not None:
+                await self.release_socket()
 
     async def dispatch(self, message: dict) -> None:
         # channels' own dispatch first runs close_old_connections in the database
@@ -163,19 +188,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Closing before accept() refuses the handshake (HTTP 403).
             await self.close()
             return
+        sockets = AccountSockets(user.pk, room, self.channel_name)
+        refusal = await sockets.admit()
+        if refusal is not None:
+            metrics.CONNECTIONS_REFUSED[refusal].inc()
+            # Accepted only to say why: a refused handshake reaches the page as a bare 1006.
+            await self.accept()
+            await self.close_with(refusal_message(refusal), CLOSE_LIMITED)
+            return
+        self.sockets = sockets
         self.room = room
         self.user = user
         self.group = group_name(room)
+        self.session_key = self.scope["session"].session_key
+        # The room's, then those through which a logout, password change or
+        # deactivation closes this socket (chat.revocation). A notice sent
+        # before they are joined is caught by the heartbeat's session check.
+        self.subscriptions = [
+            self.group,
+            account_group(user.pk),
+            session_group(self.session_key),
+        ]
         self.max_length = settings.CHATSTACK_MESSAGE_MAX_LENGTH
-        self.rate_limit = RateLimiter(
-            settings.CHATSTACK_RATE_LIMIT_COUNT, settings.CHATSTACK_RATE_LIMIT_SECONDS
-        )
         self.presence_version = 0
         self.delivering = asyncio.Lock()
 
         # Join the group before reading history, so that no message falls between
         # the two; one posted meanwhile is in the history, and deliver() skips its event.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        for group in self.subscriptions:
+            await self.channel_layer.group_add(group, self.channel_name)
         # Counted before the client learns of the accept, so the gauge never lags it.
         metrics.WEBSOCKET_CONNECTIONS.inc()
         self.counted = True
@@ -194,7 +235,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.heartbeat.cancel()
             # Let it finish, so a refresh in flight cannot re-add what we remove below.
             await asyncio.wait([self.heartbeat])
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.subscriptions:
+            await self.channel_layer.group_discard(group, self.channel_name)
         if self.presence is not None:
             try:
                 await self.broadcast_presence(await self.presence.leave())
@@ -204,19 +246,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         arrived = time.perf_counter()
+        if self.closing:
+            return
         # Counted before parsing, so floods of garbage are throttled too.
-        if not self.rate_limit.allow():
+        if arrived >= self.limited_until:
+            try:
+                wait = await limits.take_message(self.user.pk)
+            except Exception:
+                logger.exception("Could not check the message limit in room %r", self.room)
+                await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
+                return
+            self.limited_until = time.perf_counter() + wait if wait else 0.0
+        if arrived < self.limited_until:
             await self.reject(
                 Rejection.RATE_LIMITED,
-                f"Slow down: at most {self.rate_limit.limit} messages"
-                f" per {self.rate_limit.window:g} seconds.",
+                _(
+                    "Slow down: at most %(count)d messages per %(seconds)d seconds"
+                    " from your account."
+                )
+                % {
+                    "count": settings.CHATSTACK_RATE_LIMIT_COUNT,
+                    "seconds": settings.CHATSTACK_RATE_LIMIT_SECONDS,
+                },
             )
             return
         if text_data is None:
             # An error frame rather than close code 1003: daphne (autobahn) only lets
             # applications close with 1000 or 3000-4999.
             await self.reject(
-                Rejection.BINARY_FRAME, "Binary frames are not supported; send JSON text."
+                Rejection.BINARY_FRAME, _("Binary frames are not supported; send JSON text.")
             )
             return
         try:
@@ -239,7 +297,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except Exception:
             logger.exception("Could not post a message in room %r", self.room)
-            await self.reject(Rejection.NOT_SENT, "Message not sent, try again.")
+            await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
             return
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
@@ -284,13 +342,50 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.group, {"type": "chat.presence", "version": snapshot.version, "frame": frame}
         )
 
+    async def account_revoke(self, event: dict) -> None:
+        await self.revoke(Revocation(event["reason"]))
+
+    async def revoke(self, reason: Revocation) -> None:
+        if self.closing:
+            return
+        metrics.CONNECTIONS_REVOKED[reason].inc()
+        await self.close_with(revocation_message(reason), CLOSE_REVOKED)
+
+    async def close_with(self, error: str, code: int) -> None:
+        """Tells the client why in an error frame, then closes with `code`."""
+        await self.send_json({"type": "error", "error": error})
+        self.closing = True
+        await self.close(code=code)
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        # Events still arriving from the channel layer after close() reach nobody.
+        if not self.closing:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def release_socket(self) -> None:
+        try:
+            await self.sockets.release()
+        except Exception:
+            # It expires three heartbeats later anyway.
+            logger.warning("Could not release a socket of room %r", self.room, exc_info=True)
+
     async def keep_alive(self) -> None:
-        while True:
+        for beat in itertools.count(1):
             await asyncio.sleep(settings.CHATSTACK_HEARTBEAT_SECONDS)
             try:
+                # A backstop for a revocation notice that never arrived, or a
+                # change that sent none. Every heartbeat would be a database
+                # read per socket every 20 s, all of them queued with the writes.
+                if beat % SESSION_CHECK_BEATS == 0 and not await still_signed_in(
+                    self.session_key, self.user.pk
+                ):
+                    await self.revoke(Revocation.SESSION_ENDED)
+                    return
+                await self.sockets.refresh()
                 # channels_redis forgets group members after group_expiry; re-adding
                 # keeps long-lived connections subscribed.
-                await self.channel_layer.group_add(self.group, self.channel_name)
+                for group in self.subscriptions:
+                    await self.channel_layer.group_add(group, self.channel_name)
                 snapshot = await self.presence.touch()
                 if snapshot.pruned:
                     await self.broadcast_presence(snapshot)

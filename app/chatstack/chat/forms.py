@@ -1,6 +1,9 @@
 from django import forms
+from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import RegexValidator
+from django.utils.translation import gettext_lazy as _
 
+from .models import Invite
 from .rooms import ROOM_NAME_PATTERN
 
 
@@ -15,3 +18,22 @@ class RoomForm(forms.Form):
             )
         ],
     )
+
+
+class InviteSignupForm(UserCreationForm):
+    """Sign-up with a code from `chatstack-manage invite` (CHATSTACK_SIGNUP=invite)."""
+
+    invite = forms.CharField(label=_("Invite code"), max_length=64, strip=True)
+
+    error_messages = {
+        **UserCreationForm.error_messages,
+        "invalid_invite": _("This invite code is unknown, used or expired."),
+    }
+
+    def clean_invite(self) -> str:
+        code = self.cleaned_data["invite"]
+        if not Invite.objects.usable().with_code(code).exists():
+            raise forms.ValidationError(
+                self.error_messages["invalid_invite"], code="invalid_invite"
+            )
+        return code

@@ -9,10 +9,13 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .limits import Refusal
+
 
 class Rejection(StrEnum):
     """Why a client frame was not posted: one reason per error frame the protocol sends."""
 
+    # The account's message budget (over all its sockets) is spent.
     RATE_LIMITED = "rate_limited"
     BINARY_FRAME = "binary_frame"
     INVALID_JSON = "invalid_json"
@@ -23,6 +26,24 @@ class Rejection(StrEnum):
     NUL_CHARACTER = "nul_character"
     # Storing or broadcasting failed ("Message not sent, try again.").
     NOT_SENT = "not_sent"
+
+
+class Revocation(StrEnum):
+    """Why an open socket was closed because its account or session no longer holds."""
+
+    LOGGED_OUT = "logged_out"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105 (a reason, not a password)
+    DEACTIVATED = "deactivated"
+    DELETED = "deleted"
+    # Found by the heartbeat's check (the notice was lost, or the session expired).
+    SESSION_ENDED = "session_ended"
+
+
+def _by_reason(name: str, documentation: str, reasons: type[StrEnum]) -> dict:
+    counter = Counter(name, documentation, ["reason"])
+    # Created up front, so every reason is exported at 0 before its first count
+    # (rate() and alerts need the series to exist); a KeyError flags an unknown reason.
+    return {reason: counter.labels(reason=reason) for reason in reasons}
 
 
 WEBSOCKET_CONNECTIONS = Gauge(
@@ -38,14 +59,21 @@ MESSAGES_RECOVERED = Counter(
     "Messages a connection was sent from the database because the channel layer"
     " lost or reordered them.",
 )
-_messages_rejected = Counter(
+MESSAGES_REJECTED = _by_reason(
     "chatstack_messages_rejected",
     "Client frames answered with an error frame instead of being posted, by reason.",
-    ["reason"],
+    Rejection,
 )
-# Created up front, so every reason is exported at 0 before its first rejection
-# (rate() and alerts need the series to exist); a KeyError flags an unknown reason.
-MESSAGES_REJECTED = {reason: _messages_rejected.labels(reason=reason) for reason in Rejection}
+CONNECTIONS_REFUSED = _by_reason(
+    "chatstack_connections_refused",
+    "WebSockets closed right after their handshake because their account is at a limit.",
+    Refusal,
+)
+CONNECTIONS_REVOKED = _by_reason(
+    "chatstack_connections_revoked",
+    "Open WebSockets closed because their session or account was ended.",
+    Revocation,
+)
 BROADCAST_LATENCY = Histogram(
     "chatstack_broadcast_latency_seconds",
     "Time from a chat message arriving at the consumer to its group_send completing"

@@ -1,4 +1,6 @@
-from datetime import UTC
+import hashlib
+import secrets
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -14,8 +16,12 @@ class Message(models.Model):
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        # History is "latest N of a room by id" and the lobby groups by room.
-        indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+        # History is "latest N of a room by id" and the lobby groups by room;
+        # `prune` finds the messages older than the retention by date.
+        indexes = [
+            models.Index(fields=["room", "id"], name="chat_message_room_id"),
+            models.Index(fields=["created"], name="chat_message_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.room}: {self.text[:40]}"
@@ -29,3 +35,47 @@ class Message(models.Model):
             "message": self.text,
             "ts": self.created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
+
+
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+class InviteQuerySet(models.QuerySet):
+    def usable(self):
+        return self.filter(used__isnull=True, expires__gt=timezone.now())
+
+    def with_code(self, code: str):
+        return self.filter(code_digest=_digest(code))
+
+
+class Invite(models.Model):
+    """A single-use, expiring code that lets one person sign up (CHATSTACK_SIGNUP=invite)."""
+
+    # Only a digest: a copy of the database hands out no accounts.
+    code_digest = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField()
+    # Set when redeemed; kept if the account is deleted, so the code stays spent.
+    used = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = InviteQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"invite {self.code_digest[:8]} (until {self.expires:%Y-%m-%d %H:%M})"
+
+    @classmethod
+    def issue(cls, valid_for: timedelta) -> str:
+        """Stores a new invite; returns its code, which is shown only now."""
+        code = secrets.token_urlsafe(12)
+        cls.objects.create(code_digest=_digest(code), expires=timezone.now() + valid_for)
+        return code
+
+    @classmethod
+    def redeem(cls, code: str, user) -> bool:
+        """Spends the code for `user`; False if it is unknown, spent or expired."""
+        # One UPDATE: two sign-ups racing for one code cannot both spend it.
+        return bool(cls.objects.usable().with_code(code).update(used=timezone.now(), used_by=user))

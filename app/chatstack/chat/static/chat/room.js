@@ -5,6 +5,13 @@
 (() => {
   const MAX_BACKOFF_MS = 10000;
   const ERROR_DISPLAY_MS = 6000;
+  // Close codes the server explains in an error frame just before closing.
+  // The session or account ended: a reload shows the login page (or, after a
+  // password change in this browser, the room again).
+  const CLOSE_REVOKED = 4001;
+  // The account has too many sockets or rooms open: retry, but slowly.
+  const CLOSE_LIMITED = 4029;
+  const LIMITED_RETRY_MS = 30000;
 
   const roomName = JSON.parse(document.getElementById("room-name").textContent);
   const log = document.getElementById("chat-log");
@@ -117,13 +124,20 @@
       setState("connected", "connected");
     });
     socket.addEventListener("message", (event) => handleFrame(JSON.parse(event.data)));
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
+      renderPresence([]);
+      if (event.code === CLOSE_REVOKED) {
+        setState("closed", "disconnected");
+        setTimeout(() => window.location.reload(), ERROR_DISPLAY_MS / 2);
+        return;
+      }
       failures += 1;
       // Exponential backoff with jitter, so a restarted server is not stampeded.
-      const ceiling = Math.min(MAX_BACKOFF_MS, 500 * 2 ** failures);
+      const ceiling = event.code === CLOSE_LIMITED
+        ? LIMITED_RETRY_MS
+        : Math.min(MAX_BACKOFF_MS, 500 * 2 ** failures);
       const delay = ceiling / 2 + Math.random() * (ceiling / 2);
       setState("reconnecting", "reconnecting…");
-      renderPresence([]);
       setTimeout(connect, delay);
     });
   }
