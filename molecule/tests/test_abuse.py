@@ -13,8 +13,9 @@ import uuid
 
 import pytest
 from chatclient import accounts_made_on, next_of_type, stored_messages
+from playbook import run_playbook
 from test_faults import DAPHNE, main_pid
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 pytestmark = pytest.mark.destructive
@@ -235,3 +236,41 @@ def test_slow_readers(people, fresh_accounts, room, host, record_time):
 
     calm_pair_while(people, host, record_time, "slow readers", abuser)
     assert len(stored_messages(host, room)) == FLOODERS * RATE_LIMIT
+
+
+def test_one_client_holds_a_bounded_number_of_websockets(
+    host, container, fresh_accounts, room, tmp_path
+):
+    """Many accounts behind one address (or /64) cannot hold more WebSockets than
+    nginx_websocket_connections_per_client: the next upgrade is answered 429."""
+    limit = 30
+    accounts = fresh_accounts(limit // ACCOUNT_MAX_CONNECTIONS + 1)
+
+    def nginx_with(*args: str, name: str) -> None:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        result, _ = run_playbook(container, run_dir, "--tags", "nginx", *args)
+        assert result.returncode == 0, result.stdout[-3000:]
+
+    async def hold_one_too_many(opened: list) -> int:
+        # The first `limit` fill the client's share, ACCOUNT_MAX_CONNECTIONS per account.
+        owners = iter([accounts[index // ACCOUNT_MAX_CONNECTIONS] for index in range(limit)])
+        opened.extend(await open_all(limit, lambda: next(owners).websocket(room)))
+        with pytest.raises(InvalidStatus) as refused:
+            opened.append(await accounts[-1].websocket(room))
+        return refused.value.response.status_code
+
+    async def close(opened: list) -> None:
+        await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+
+    nginx_with("-e", json.dumps({"nginx_websocket_connections_per_client": limit}), name="low")
+    opened = []
+    try:
+        status = asyncio.run(hold_one_too_many(opened))
+    finally:
+        asyncio.run(close(opened))
+        nginx_with(name="restored")
+    assert status == 429
+    assert (
+        host.check_output("grep -c 'limiting connections by zone' /var/log/nginx/error.log") != "0"
+    )

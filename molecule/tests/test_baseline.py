@@ -38,6 +38,10 @@ def test_fail2ban_watches_sshd_in_the_journal_and_nginx(host):
     assert "/var/log/nginx/error.log" in host.check_output(
         "fail2ban-client get nginx-limit-req logpath"
     )
+    # Password guessers only: a deploy makes a whole office reconnect at once,
+    # which fills the WebSocket zone, and must not get its address banned.
+    failregex = host.check_output("fail2ban-client get nginx-limit-req failregex")
+    assert 'zone "(?:chatstack_login)"' in failregex, failregex
 
 
 def test_fail2ban_filter_matches_nginx_rate_limit_rejections(host):

@@ -240,6 +240,58 @@ def test_login_posts_are_rate_limited(host):
     assert "429" in statuses
 
 
+def test_admin_login_posts_are_rate_limited(host):
+    """Guessing superusers' passwords at /admin/login/ is slowed like the account login."""
+    flood = LOGIN_FLOOD.replace("/accounts/login/", "/admin/login/")
+    statuses = host.check_output(f"python3 -c '{flood}'").split()
+    assert "429" in statuses
+    refused = host.check_output(
+        "grep -c 'limiting requests.*POST /admin/login/' /var/log/nginx/error.log"
+    )
+    assert int(refused) > 0
+
+
+# Asks a test Nginx that loads only the client map which client each source address is.
+CLIENT_OF = """
+import http.client, sys
+for source in sys.argv[1:]:
+    connection = http.client.HTTPConnection(
+        "::1" if ":" in source else "127.0.0.1", 8099, source_address=(source, 0))
+    connection.request("GET", "/")
+    print(source, connection.getresponse().read().decode())
+"""
+
+
+def test_limits_count_an_ipv6_64_as_one_client(host):
+    """Whoever holds a /64 (one subscriber's usual share) must not get a fresh rate-limit
+    and connection budget for each of its addresses."""
+    clients = {
+        "2001:db8:1:2::5": "2001:db8:1:2",
+        "2001:db8:1:2:ffff:1:2:9": "2001:db8:1:2",
+        "2001:db8:1:3::5": "2001:db8:1:3",
+        "2001:db8::7": "2001:db8:0:0",
+        "127.0.0.1": "127.0.0.1",
+    }
+    config = "/run/chatstack-clients-test.conf"
+    host.check_output(
+        "printf '%s' 'pid /run/chatstack-clients-test.pid; error_log stderr; events {} http {"
+        " include /etc/nginx/chatstack-clients.conf; access_log off;"
+        " server { listen [::1]:8099; listen 127.0.0.1:8099;"
+        " location / { return 200 $chatstack_client; } } }' > " + config
+    )
+    added = [source for source in clients if ":" in source]
+    try:
+        for source in added:
+            host.check_output(f"ip -6 address add {source}/128 dev lo nodad")
+        host.check_output(f"nginx -c {config}")
+        answers = host.check_output(f"python3 -c '{CLIENT_OF}' {' '.join(clients)}")
+    finally:
+        host.run(f"nginx -c {config} -s quit")
+        for source in added:
+            host.run(f"ip -6 address del {source}/128 dev lo")
+    assert dict(line.split() for line in answers.splitlines()) == clients
+
+
 def container_address(container: str) -> str:
     return subprocess.run(
         ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container],
