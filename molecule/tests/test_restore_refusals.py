@@ -96,6 +96,10 @@ def corrupt_copy(backup: Path, manifest: dict) -> None:
     manifest["database"]["integrity"] = "*** in database main ***\nPage 2 is never used"
 
 
+def listed_twice(backup: Path, manifest: dict) -> None:
+    manifest["files"].append(dict(manifest["files"][0], path="/etc/chatstack//secret_key"))
+
+
 def as_is(backup: Path, manifest: dict) -> None:
     pass
 
@@ -117,6 +121,7 @@ def as_is(backup: Path, manifest: dict) -> None:
         (damaged_database, {}, "db.sqlite3 in"),
         (changed_secret, {}, "files/etc/redis/chatstack.password in"),
         (corrupt_copy, {}, "is not one backup.yml wrote for an intact database"),
+        (listed_twice, {}, "is not one backup.yml wrote for an intact database"),
     ],
     ids=lambda value: value.__name__ if callable(value) else None,
 )  # fmt: skip
