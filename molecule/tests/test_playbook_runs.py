@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import urllib.parse
 
 import pytest
 from cryptography import x509
@@ -85,3 +86,47 @@ def test_provided_certificate_is_served(host, debian12_container, tmp_path):
         result, _ = run_playbook(container, tmp_path / "selfsigned", "--tags", "nginx")
     assert result.returncode == 0, result.stdout
     assert "provided.chatstack.test" not in host.check_output(served)
+
+
+def test_a_failing_verbose_run_prints_no_secret(host, container, tmp_path):
+    """-vvv prints every task's arguments, items and results, and a failed run is
+    what an operator pastes into a ticket: no password or SECRET_KEY may be in it."""
+    # Valid for the argument specs, refused by `nginx -t`: the run fails in the
+    # Nginx play, after Redis, the app, uWSGI and Daphne read and used every secret.
+    result, _ = run_playbook(
+        container, tmp_path, "-vvv", "-e", '{"nginx_client_max_body_size": "1 gigabyte"}'
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "a run with an invalid Nginx setting succeeded"
+    assert recap(result.stdout, container)["failed"] == 1
+    failed_at = output[: output.index("fatal: [")].rsplit("TASK [", 1)[1]
+    assert failed_at.startswith("nginx : Write the Nginx configuration"), failed_at[:200]
+    for secret in ("app_secret_key", "redis_app_password", "redis_monitor_password"):
+        assert f"Publish the secret as {secret}" in output, f"{secret} was not read in this run"
+
+    paths = host.run(
+        "ls /etc/chatstack/secret_key /etc/redis/*.password /etc/postgresql/*.password"
+    )
+    secrets = {path: host.file(path).content_string.strip() for path in paths.stdout.split()}
+    assert len(secrets) >= 3, secrets.keys()
+    for path, secret in secrets.items():
+        assert len(secret) >= 20, f"{path} holds no generated secret"
+    # Names only: the assertion message itself must not print a secret.
+    printed = [
+        path
+        for path, secret in secrets.items()
+        if secret in output or urllib.parse.quote(secret, safe="") in output
+    ]
+    assert printed == [], "a -vvv run prints the secrets in these files"
+
+
+def test_a_secret_that_cannot_be_written_is_named_not_shown(container, tmp_path):
+    """A vaulted SECRET_KEY the environment file cannot hold stops the run before any
+    change, and the message names the setting without printing the key, even with -vvv."""
+    key = "vault'Kept4Years" + "x" * 40
+    result, _ = run_playbook(container, tmp_path, "-vvv", "-e", json.dumps({"app_secret_key": key}))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "a SECRET_KEY with a quote was written to the environment file"
+    assert "app_secret_key: quotes and newlines cannot be written" in output, output[-3000:]
+    assert recap(result.stdout, container)["changed"] == 0
+    assert "Kept4Years" not in output, "the refused SECRET_KEY is printed"

@@ -85,9 +85,19 @@ def test_backup_destroy_restore(host, container, site, tmp_path):
     )  # fmt: skip
     assert systemd_state(new, timeout=60) == "running"
     playbook("site.yml", new, tmp_path)
-    playbook("restore.yml", new, tmp_path, "-e", f"restore_from={backup}")
+    # A rebuilt server with another name: the backup's host must be named, and the
+    # target confirmed.
+    playbook(
+        "restore.yml", new, tmp_path, "-l", new, "-e", f"restore_from={backup}",
+        "-e", f"restore_from_host={old}", "-e", f"restore_confirm={new}",
+    )  # fmt: skip
 
     restored = testinfra.get_host(f"podman://{new}")
+    # The database the restore replaced is kept, private to the database's owner.
+    kept = restored.run("ls /var/lib/chatstack/db.sqlite3.before-restore-*").stdout.split()
+    assert len(kept) == 1, "restore.yml kept no copy of the database it replaced"
+    snapshot = restored.file(kept[0])
+    assert (snapshot.user, snapshot.mode) == ("chatstack", 0o600)
     for unit in UNITS:
         assert restored.service(unit).is_running, unit
     assert restored.file("/etc/chatstack/secret_key").content_string == secret_key
