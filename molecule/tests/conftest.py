@@ -35,9 +35,12 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "destructive: kills services or restarts the host (needs --destructive)"
     )
+    config.addinivalue_line("markers", "destroys_host: removes the host under test; runs last")
 
 
 def pytest_collection_modifyitems(config, items):
+    # Stable: every other test keeps its order, and finds the host still there.
+    items.sort(key=lambda item: "destroys_host" in item.keywords)
     if config.getoption("--destructive"):
         return
     skip = pytest.mark.skip(reason="destructive: run with --destructive on a throwaway host")

@@ -1,7 +1,6 @@
 """Back up, destroy the host, restore onto a new one: history, accounts and sessions survive.
 
-Destroys the host under test, so pytest runs it last (module order is file
-name order). The new host is <container>-restored; Molecule's destroy step of
+Destroys the host under test, so it runs last (marker destroys_host). The new host is <container>-restored; Molecule's destroy step of
 the resilience scenario removes it.
 """
 
@@ -20,7 +19,7 @@ from conftest import published_https_url, systemd_state
 from playbook import run_playbook
 from test_default import UNITS
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.destroys_host]
 
 
 def playbook(name: str, container: str, tmp_path: Path, *args: str) -> None:

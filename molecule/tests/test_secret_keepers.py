@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from playbook import ROOT, run_playbook
 
+# Containers of its own: once, in the default scenario, not per host under test.
+pytestmark = pytest.mark.usefixtures("debian12_container")
+
 IMAGE = "localhost/chatstack-debian12"
 SECRETS = {
     "app_secret_key": "/etc/chatstack/secret_key",
