@@ -1,7 +1,8 @@
 """Back up, destroy the host, restore onto a new one: history, accounts and sessions survive.
 
-Destroys the host under test, so it runs last (marker destroys_host). The new host is <container>-restored; Molecule's destroy step of
-the resilience scenario removes it.
+Destroys the host under test, so it runs last (marker destroys_host). The new
+host is <container>-restored; Molecule's destroy step of the resilience
+scenario removes it.
 """
 
 import asyncio
