@@ -121,9 +121,11 @@ class Browser:
         checks: the Host, Origin and session are the ones the site's pages use.
         """
         host = urllib.parse.urlsplit(self.site.base_url).hostname
+        # With options["ssl"] (a cluster's Daphne): TLS through the relay.
+        scheme = "wss" if options.get("ssl") else "ws"
         return unix_connect(
             unix_socket,
-            f"ws://{host}/ws/chat/{room}/",
+            f"{scheme}://{host}/ws/chat/{room}/",
             origin=self.site.base_url,
             additional_headers=self.cookie_header(),
             open_timeout=15,

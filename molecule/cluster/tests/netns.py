@@ -49,6 +49,20 @@ else:
     print("connected")
 """
 
+EXCHANGE = """
+import socket, ssl, sys
+address, port, payload, ca, name = sys.argv[1:]
+port, payload = int(port), bytes.fromhex(payload)
+try:
+    sock = socket.create_connection((address, port), timeout=5)
+    if ca:
+        sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname=name)
+    sock.sendall(payload)
+    print(sock.recv(200).decode(errors="replace").split("\\r\\n")[0] or "closed")
+except OSError as error:
+    print(type(error).__name__)
+"""
+
 
 def container_pid(container: str) -> str:
     return subprocess.run(
@@ -84,3 +98,16 @@ def relay(container: str, address: str, port: int, socket_path: Path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def exchange(
+    container: str, address: str, port: int, payload: bytes, ca_file: str = "", name: str = ""
+) -> str:
+    """The first line of the answer to `payload` sent from the container's namespace,
+    over TLS verified against `ca_file` and `name` when given; "closed" or the error
+    when there is none."""
+    command = in_namespace(
+        container, sys.executable, "-c", EXCHANGE, address, str(port), payload.hex(), ca_file, name
+    )
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    return result.stdout.strip()

@@ -10,8 +10,8 @@ import uuid
 import pytest
 from chatbrowser import ARTIFACTS
 from chatclient import next_of_type
-from conftest import APP_HOSTS, DB, GROUPS, LB, REDIS, address, podman
-from netns import connect_outcome, relay
+from conftest import APP_HOSTS, APP_TLS_NAME, CA_CERTIFICATE, DB, GROUPS, LB, REDIS, address, podman
+from netns import connect_outcome, exchange, relay
 from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -32,7 +32,8 @@ def alice_and_bob(site):
 
 @pytest.fixture
 def pinned(tmp_path):
-    """A unix socket per app host, relayed from the load balancer to its Daphne on 7001."""
+    """A unix socket per app host, relayed from the load balancer to its Daphne on
+    7001; websocket_via(..., **app_tls) speaks TLS through it, as Nginx does."""
     with (
         relay(LB, address(APP_HOSTS[0]), 7001, tmp_path / "app1.sock") as app1,
         relay(LB, address(APP_HOSTS[1]), 7001, tmp_path / "app2.sock") as app2,
@@ -40,14 +41,14 @@ def pinned(tmp_path):
         yield app1, app2
 
 
-def test_users_on_different_app_hosts_chat_in_one_room(alice_and_bob, pinned):
+def test_users_on_different_app_hosts_chat_in_one_room(alice_and_bob, pinned, app_tls):
     alice, bob = alice_and_bob
     room = new_name()
 
     async def chat():
         async with (
-            alice.websocket_via(pinned[0], room) as on_app1,
-            bob.websocket_via(pinned[1], room) as on_app2,
+            alice.websocket_via(pinned[0], room, **app_tls) as on_app1,
+            bob.websocket_via(pinned[1], room, **app_tls) as on_app2,
         ):
             await next_of_type(on_app1, "history")
             await next_of_type(on_app2, "history")
@@ -63,16 +64,18 @@ def test_users_on_different_app_hosts_chat_in_one_room(alice_and_bob, pinned):
     asyncio.run(chat())
 
 
-def test_history_written_through_one_app_host_is_read_through_the_other(alice_and_bob, pinned):
+def test_history_written_through_one_app_host_is_read_through_the_other(
+    alice_and_bob, pinned, app_tls
+):
     alice, bob = alice_and_bob
     room = new_name()
 
     async def post_then_read():
-        async with alice.websocket_via(pinned[0], room) as on_app1:
+        async with alice.websocket_via(pinned[0], room, **app_tls) as on_app1:
             await next_of_type(on_app1, "history")
             await on_app1.send(json.dumps({"message": "kept in PostgreSQL"}))
             await next_of_type(on_app1, "message")
-        async with bob.websocket_via(pinned[1], room) as on_app2:
+        async with bob.websocket_via(pinned[1], room, **app_tls) as on_app2:
             return (await next_of_type(on_app2, "history"))["messages"]
 
     history = asyncio.run(post_then_read())
@@ -249,29 +252,110 @@ def test_rolling_deploy_fails_no_request_and_keeps_chat_going(site, tmp_path):
 
 
 def app_python(host: str, code: str) -> str:
-    """Runs Python in the app's virtualenv on an app host; returns what it printed."""
-    return podman("exec", host, "/srv/chatstack/current/venv/bin/python", "-c", code)
+    """Runs Python in the app's virtualenv on an app host, with the app's settings
+    in its environment (libpq's PGSSL* included); returns what it printed."""
+    return podman(
+        "exec",
+        host,
+        "sh",
+        "-c",
+        "set -a; . /etc/chatstack/chatstack.env;"
+        ' exec /srv/chatstack/current/venv/bin/python -c "$0"',
+        code,
+    )
+
+
+def client_outcome(host: str, client: str, target: str) -> str:
+    """What `client` (Python, {address} the target's) ends in, run on an app host."""
+    code = (
+        "import os\n"
+        f"try:\n    {client.format(address=address(target), ca=CA_CERTIFICATE)}\n"
+        "except Exception as error:\n    print(type(error).__name__, error)\n"
+        "else:\n    print('connected')"
+    )
+    outcome = app_python(host, code)
+    print(f"{host} -> {target}: {outcome}")
+    return outcome
 
 
 @pytest.mark.parametrize(
     ("client", "expected"),
     [
-        ("import redis; redis.Redis(host={address!r}, socket_timeout=5).ping()", "Authentication"),
+        ("import redis; redis.Redis(host={address!r}, ssl=True, ssl_ca_certs={ca!r},"
+         " socket_timeout=5).ping()", "Authentication"),
+        # verify-full over TLS, from the app's environment (PGSSLMODE, PGSSLROOTCERT).
         ("import psycopg; psycopg.connect(host={address!r}, dbname='chatstack',"
          " user='chatstack', connect_timeout=5)", "password"),
     ],
     ids=["redis", "postgresql"],
 )  # fmt: skip
 def test_reachable_services_still_require_the_password(client, expected):
-    target = REDIS if "redis" in client else DB
-    code = (
-        f"try:\n    {client.format(address=address(target))}\n"
-        "except Exception as error:\n    print(type(error).__name__, error)\n"
-        "else:\n    print('no password needed')"
+    outcome = client_outcome(APP_HOSTS[0], client, REDIS if "redis" in client else DB)
+    assert expected in outcome, "a client that verified the server got in without a password"
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        # The app's own URL and password, without TLS.
+        ("import redis; url = os.environ['CHATSTACK_REDIS_URLS'].split(',')[0];"
+         " redis.Redis.from_url(url.replace('rediss:', 'redis:').split('?')[0],"
+         " socket_timeout=5).ping()", "ConnectionError"),
+        ("import psycopg; psycopg.connect(host={address!r}, dbname='chatstack', user='chatstack',"
+         " password=os.environ['CHATSTACK_DB_PASSWORD'], sslmode='disable', connect_timeout=5)",
+         "no encryption"),
+    ],
+    ids=["redis", "postgresql"],
+)  # fmt: skip
+def test_plaintext_clients_are_refused_even_with_the_password(client, expected):
+    outcome = client_outcome(APP_HOSTS[0], client, REDIS if "redis" in client else DB)
+    assert expected in outcome, "the app's password and data could cross the network in clear"
+
+
+def uwsgi_request(variables: dict[str, str]) -> bytes:
+    """A request in the uwsgi protocol, as Nginx's uwsgi_pass sends it."""
+    body = b"".join(
+        len(item).to_bytes(2, "little") + item
+        for pair in variables.items()
+        for item in (pair[0].encode(), pair[1].encode())
     )
-    outcome = app_python(APP_HOSTS[0], code)
-    print(f"{APP_HOSTS[0]} -> {target} without a password: {outcome}")
-    assert expected in outcome
+    return b"\0" + len(body).to_bytes(2, "little") + b"\0" + body
+
+
+# /healthz of an app server, as the load balancer would ask for it (the
+# molecule inventory's ALLOWED_HOSTS has localhost).
+HEALTHZ = {
+    "daphne": (7001, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    "uwsgi": (
+        8001,
+        uwsgi_request(
+            {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": "/healthz",
+                "REQUEST_URI": "/healthz",
+                "QUERY_STRING": "",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "SERVER_NAME": "localhost",
+                "SERVER_PORT": "443",
+                "HTTP_HOST": "localhost",
+                "HTTP_X_FORWARDED_PROTO": "https",
+            }
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("server", HEALTHZ)
+def test_app_servers_answer_the_load_balancer_over_verified_tls_only(server, ca_pem, tmp_path):
+    port, request = HEALTHZ[server]
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text(ca_pem)
+    target = address(APP_HOSTS[0])
+    secure = exchange(LB, target, port, request, str(ca_file), APP_TLS_NAME)
+    plain = exchange(LB, target, port, request)
+    print(f"{LB} -> {server} on {APP_HOSTS[0]}: TLS {secure!r}, plaintext {plain!r}")
+    assert secure.startswith("HTTP/1.1 200"), "Nginx could not reach the app over TLS"
+    assert not plain.startswith("HTTP/"), "session cookies could cross the network in clear"
 
 
 def prometheus_targets() -> list[dict]:
