@@ -36,6 +36,7 @@ RULES = {
     "CertificateExpiresSoon",
     "CertificateCheckStale",
     "DiskNearlyFull",
+    "RedisMemoryNearlyFull",
     "ChatErrorRate",
 }
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -296,6 +297,14 @@ tests:
         values: 100x20
       - series: 'node_filesystem_readonly{mountpoint="/",fstype="ext4",instance="a"}'
         values: 0x20
+      - series: 'redis_memory_used_bytes{instance="a"}'
+        values: 95x20
+      - series: 'redis_memory_max_bytes{instance="a"}'
+        values: 100x20
+      - series: 'redis_memory_used_bytes{instance="b"}'
+        values: 95x20
+      - series: 'redis_memory_max_bytes{instance="b"}'
+        values: 0x20
       - series: 'chatstack_messages_accepted_total{instance="a"}'
         values: 0+90x20
       - series: 'chatstack_messages_rejected_total{instance="a",reason="invalid_json"}'
@@ -313,6 +322,15 @@ tests:
               summary: / on a has 5% free
               description: >-
                 Find what grows (du -xsh /var/*); the journal is bounded, the database is not.
+      - eval_time: 20m
+        alertname: RedisMemoryNearlyFull
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a}
+            exp_annotations:
+              summary: Redis on a uses 95% of its maxmemory
+              description: >-
+                Next it evicts presence and limits, then refuses chat messages: raise
+                redis_maxmemory, or look for keys without a TTL (redis-cli --bigkeys).
       - eval_time: 20m
         alertname: ChatErrorRate
         exp_alerts:
