@@ -7,6 +7,7 @@ deadline per test. Traffic goes only to the container's port on 127.0.0.1.
 import asyncio
 import itertools
 import json
+import shlex
 import time
 import urllib.parse
 import uuid
@@ -274,3 +275,25 @@ def test_one_client_holds_a_bounded_number_of_websockets(
     assert (
         host.check_output("grep -c 'limiting connections by zone' /var/log/nginx/error.log") != "0"
     )
+
+
+# Every key of the app's Redis, and those of them without an expiry.
+REDIS_KEYS = """
+import json, redis
+from django.conf import settings
+client = redis.Redis.from_url(settings.CHATSTACK_PRESENCE_REDIS_URL)
+keys = list(client.scan_iter(count=1000))
+forever = [key.decode() for key in keys if client.pttl(key) == -1]
+print(json.dumps({"keys": len(keys), "forever": forever[:20]}))
+"""
+
+
+def test_every_redis_key_left_by_the_abuse_expires(host):
+    """After the crowds, floods and room names above, nothing stays in Redis for good:
+    otherwise every new room name or account would fill it, and volatile-lru could
+    evict only the keys that do expire (presence, limits)."""
+    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(REDIS_KEYS)}")
+    found = json.loads(output.splitlines()[-1])
+    print(f"Redis keys after the abuse tests: {found['keys']}")
+    assert found["keys"] > 0, "the abuse left no key at all: the scan looked in the wrong place"
+    assert found["forever"] == []
