@@ -107,14 +107,11 @@ molecule-%: venv images
 	$(BIN)/molecule test -s $*
 	@echo "== molecule scenario $* passed $$(date -u +%T)"
 
-test-e2e: venv images ## Browser tests, faults, abusive clients and backup/restore
-	$(BIN)/molecule test -s resilience
+test-e2e: molecule-resilience ## Browser tests, faults, abusive clients and backup/restore
 
-test-cluster: venv images ## Five hosts: lb, two app hosts, redis, db; rolling deploy
-	$(BIN)/molecule test -s cluster
+test-cluster: molecule-cluster ## Five hosts: lb, two app hosts, redis, db; rolling deploy
 
-test-ssh: venv images ## A server reached over SSH on port 2222 as a sudo user
-	$(BIN)/molecule test -s ssh
+test-ssh: molecule-ssh ## A server reached over SSH on port 2222 as a sudo user
 
 test: lint test-app test-wiring test-molecule ## Everything CI runs
 

@@ -7,13 +7,16 @@ reason hidden.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The playbook runner of the Molecule tests.
+sys.path.insert(0, str(ROOT / "molecule/tests"))
+
+from playbook import run_playbook  # noqa: E402
 
 
 def check(tmp_path: Path, groups: dict[str, list[str]], addresses: dict[str, str]):
@@ -27,13 +30,13 @@ def check(tmp_path: Path, groups: dict[str, list[str]], addresses: dict[str, str
     (inventory / "hosts.yml").write_text(
         json.dumps({"all": {"hosts": hosts, "children": {"chatstack": {"children": children}}}})
     )
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-         "-c", "local", str(Path(__file__).with_name("check-inventory.yml"))],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": "/usr/bin:/bin",
-             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"},
-    )  # fmt: skip
+    result, _ = run_playbook(
+        inventory,
+        tmp_path,
+        "-c",
+        "local",
+        playbook=str(Path(__file__).with_name("check-inventory.yml")),
+    )
     return result.returncode, " ".join(result.stdout.split())
 
 
