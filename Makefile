@@ -99,13 +99,23 @@ ifneq ($(sort $(SCENARIOS)),$(sort $(notdir $(patsubst %/,%,$(dir $(wildcard mol
 $(error SCENARIOS must list every molecule/*/molecule.yml)
 endif
 
+# Each scenario's whole output is also kept in build/molecule/<scenario>.log; the run ends
+# with one line per scenario and the tests that failed, where a CI log's tail shows them.
 test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (2) at a time
-	$(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --output-sync=target $(SCENARIOS:%=molecule-%)
+	@status=0; $(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --output-sync=target \
+	    $(SCENARIOS:%=molecule-%) || status=$$?; \
+	echo "== summary"; for scenario in $(SCENARIOS); do \
+	    tail -n 1 build/molecule/$$scenario.log 2>/dev/null || echo "== $$scenario did not start"; \
+	    sed 's/\x1b\[[0-9;]*m//g' build/molecule/$$scenario.log 2>/dev/null \
+	        | grep -E '^[^A-Za-z]*(FAILED|ERROR) [^ ]+::' | sed 's/^[^A-Z]*/    /' || true; \
+	done; exit $$status
 
 molecule-%: venv images
-	@echo "== molecule scenario $* started $$(date -u +%T)"
-	$(BIN)/molecule test -s $*
-	@echo "== molecule scenario $* passed $$(date -u +%T)"
+	@mkdir -p build/molecule
+	@echo "== molecule scenario $* started $$(date -u +%T)" | tee build/molecule/$*.log
+	@$(BIN)/molecule test -s $* 2>&1 | tee -a build/molecule/$*.log \
+	    || { echo "== molecule scenario $* FAILED $$(date -u +%T)" | tee -a build/molecule/$*.log; exit 1; }
+	@echo "== molecule scenario $* passed $$(date -u +%T)" | tee -a build/molecule/$*.log
 
 test-e2e: molecule-resilience ## Browser tests, faults, abusive clients and backup/restore
 
