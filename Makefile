@@ -87,7 +87,7 @@ test-app: venv ## The app's tests (against a real redis-server)
 	cd app && ../$(BIN)/pytest -q
 
 test-wiring: venv ## The playbooks' wiring against fake inventories, no host contacted
-	$(BIN)/pytest -q -p no:cacheprovider tests/wiring
+	$(BIN)/pytest -q -p no:cacheprovider -p no:asyncio tests/wiring
 
 test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: no containers
 
