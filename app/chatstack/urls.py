@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from . import views
+from .chat import language
 
 urlpatterns = [
     path("", login_not_required(RedirectView.as_view(pattern_name="chat:lobby"))),
@@ -12,10 +13,11 @@ urlpatterns = [
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        language.LoginView.as_view(redirect_authenticated_user=True),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("language/", language.set_language, name="set_language"),
     path("chat/", include("chatstack.chat.urls")),
     path("admin/", admin.site.urls),
 ]
