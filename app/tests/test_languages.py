@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone, translation
 from django.utils.formats import date_format
 from django.utils.timesince import timesince
+from django.views.defaults import server_error
 
 from chatstack.chat.models import Message, Profile
 
@@ -97,13 +98,14 @@ def pages(client, user):
     yield "lobby", client.get("/chat/")
     yield "lobby, bad room name", client.get("/chat/", {"room": "no spaces"})
     yield "room", client.get("/chat/general/")
+    yield "missing", client.get("/chat/general/no-such-page/")
 
 
 def test_every_page_in_chinese_has_no_english_ui(user):
     """A reader whose browser asks for Chinese sees no English word on any page but names."""
     data = {BRAND, ZONE, user.username, "general"}
     for name, response in pages(Client(**ZH), user):
-        assert response.status_code in (200, 403), name
+        assert response.status_code in (200, 404), name
         assert english_strings(response.text, data) == [], f"untranslated on the {name} page"
 
 
@@ -113,6 +115,16 @@ def test_every_page_in_english_is_english(user):
     for name, response in pages(Client(**EN), user):
         assert english_strings(response.text, data), f"the {name} page shows no English"
         assert '<html lang="en">' in response.text, name
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_the_server_error_page_speaks_the_readers_language(rf, language):
+    """The page shown when the server fails is in the language the reader's pages are in."""
+    with translation.override(language):
+        response = server_error(rf.get("/chat/"))
+    assert response.status_code == 500
+    english = english_strings(response.content.decode(), {BRAND})
+    assert bool(english) is (language == "en"), english
 
 
 def switch_language(client, language: str, next_page: str = "/chat/"):
