@@ -17,6 +17,18 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Saving the new password ends the account's other sessions and closes their
+    # sockets (chat.revocation); this browser stays signed in.
+    path(
+        "accounts/password/",
+        auth_views.PasswordChangeView.as_view(template_name="chat/password_change_form.html"),
+        name="password_change",
+    ),
+    path(
+        "accounts/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="chat/password_change_done.html"),
+        name="password_change_done",
+    ),
     path("language/", language.set_language, name="set_language"),
     path("chat/", include("chatstack.chat.urls")),
     path("admin/", admin.site.urls),

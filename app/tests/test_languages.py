@@ -99,6 +99,8 @@ def pages(client, user):
     yield "lobby, bad room name", client.get("/chat/", {"room": "no spaces"})
     yield "room", client.get("/chat/general/")
     yield "missing", client.get("/chat/general/no-such-page/")
+    yield "password change", client.post("/accounts/password/", {"old_password": "wrong"})
+    yield "password changed", client.get("/accounts/password/done/")
 
 
 def test_every_page_in_chinese_has_no_english_ui(user):
