@@ -63,7 +63,7 @@ def handshake_language(scope: dict) -> str:
     return translation.get_language_from_request(request)
 
 
-class LocaleMiddleware:
+class WebsocketLocaleMiddleware:
     """Runs a WebSocket consumer in its handshake's language (inside CookieMiddleware).
 
     Django keeps the active language in a context variable: every frame the
