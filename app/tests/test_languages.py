@@ -175,6 +175,26 @@ def test_the_choice_follows_the_account_to_another_browser(user):
     assert Profile.objects.get(user=user).language == "en", "switching back was not stored"
 
 
+def test_a_choice_made_before_signing_up_is_kept_on_the_new_account():
+    """Someone who switched to Chinese, then signed up, gets Chinese wherever they log in."""
+    visitor = Client(enforce_csrf_checks=True, **EN)
+    switch_language(visitor, "zh-hans", "/accounts/signup/")
+    password = "a-long-unusual-passphrase"
+    response = visitor.post(
+        "/accounts/signup/",
+        {
+            "username": "dora",
+            "password1": password,
+            "password2": password,
+            "csrfmiddlewaretoken": visitor.cookies[settings.CSRF_COOKIE_NAME].value,
+        },
+    )
+    assert response.status_code == 302, "sign-up failed"
+    elsewhere = Client(**EN)
+    elsewhere.post("/accounts/login/", {"username": "dora", "password": password})
+    assert '<html lang="zh-hans">' in elsewhere.get("/chat/").text
+
+
 def test_an_unknown_language_is_not_stored(user):
     """A forged switcher request with a language the site lacks changes nothing on the account."""
     client = Client(**EN)

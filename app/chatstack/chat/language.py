@@ -21,13 +21,24 @@ def supported(language: str | None) -> bool:
     return language in dict(settings.LANGUAGES)
 
 
+def keep_choice(user, language: str | None) -> None:
+    """Stores `language` on the account, if the site has it."""
+    if supported(language):
+        Profile.objects.update_or_create(user=user, defaults={"language": language})
+
+
+def chosen_in(request) -> str | None:
+    """The language this browser chose with the switcher, if any."""
+    return request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME)
+
+
 @login_not_required
 def set_language(request):
     """Django's set_language (POST with CSRF), which also stores a signed-in person's choice."""
     response = i18n.set_language(request)
     cookie = response.cookies.get(settings.LANGUAGE_COOKIE_NAME)
-    if cookie is not None and supported(cookie.value) and request.user.is_authenticated:
-        Profile.objects.update_or_create(user=request.user, defaults={"language": cookie.value})
+    if cookie is not None and request.user.is_authenticated:
+        keep_choice(request.user, cookie.value)
     return response
 
 
