@@ -11,14 +11,16 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Debian packages the controller needs; installed only when missing.
-HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium openssh-client
+# gettext: `make messages` and the app's catalog tests (xgettext, msgmerge, msgfmt).
+HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium openssh-client \
+                 gettext
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEMO := chatstack-demo
 DEMO_IMAGE := localhost/chatstack-debian12
 
 .PHONY: help root host-packages venv lock images images-rebuild demo demo-destroy \
-        docs lint test-app test-wiring test-fast test-molecule test-e2e test-cluster test-ssh test bench clean
+        docs messages lint test-app test-wiring test-fast test-molecule test-e2e test-cluster test-ssh test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,6 +76,13 @@ demo-destroy: ## Remove the demo container
 
 docs: venv ## Write each role's README.md from its meta/argument_specs.yml
 	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace $$role markdown >/dev/null; done
+
+# The compiled catalog is committed next to the .po: the wheel, `runserver` and the tests then
+# need no build step, and test_catalog proves the .mo is the .po compiled (and complete).
+messages: venv ## Re-extract the app's strings into its zh_Hans catalog, then compile it
+	cd app/chatstack && ../../$(BIN)/python -m django makemessages --locale zh_Hans \
+	    --no-obsolete --add-location file
+	cd app/chatstack && ../../$(BIN)/python -m django compilemessages --locale zh_Hans
 
 lint: venv docs ## yamllint, ansible-lint (production profile), ruff, role READMEs current
 	@git diff --quiet -- 'roles/*/README.md' || { git diff --stat -- 'roles/*/README.md'; \

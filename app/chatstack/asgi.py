@@ -12,6 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatstack.chat.language import WebsocketLocaleMiddleware  # noqa: E402
 from chatstack.chat.routing import websocket_urlpatterns  # noqa: E402
 from chatstack.metrics_endpoint import MetricsEndpoint  # noqa: E402
 
@@ -23,7 +24,7 @@ application = ProtocolTypeRouter(
         # Browsers send cookies with cross-site WebSocket handshakes, so the Origin
         # check is what stops other sites from chatting as the logged-in user.
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AuthMiddlewareStack(WebsocketLocaleMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from . import views
+from .chat import language
 
 urlpatterns = [
     path("", login_not_required(RedirectView.as_view(pattern_name="chat:lobby"))),
@@ -12,10 +13,23 @@ urlpatterns = [
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        language.LoginView.as_view(redirect_authenticated_user=True),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Saving the new password ends the account's other sessions and closes their
+    # sockets (chat.revocation); this browser stays signed in.
+    path(
+        "accounts/password/",
+        auth_views.PasswordChangeView.as_view(template_name="chat/password_change_form.html"),
+        name="password_change",
+    ),
+    path(
+        "accounts/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="chat/password_change_done.html"),
+        name="password_change_done",
+    ),
+    path("language/", language.set_language, name="set_language"),
     path("chat/", include("chatstack.chat.urls")),
     path("admin/", admin.site.urls),
 ]

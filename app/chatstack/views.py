@@ -17,6 +17,7 @@ from django.views.decorators.http import require_safe
 from django.views.generic import FormView
 
 from .chat.forms import InviteSignupForm
+from .chat.language import chosen_in, keep_choice
 from .chat.layers import private_layer
 from .chat.models import Invite
 from .metrics_endpoint import request_allowed
@@ -51,6 +52,8 @@ class SignupView(RedirectURLMixin, FormView):
                 transaction.set_rollback(True)
                 form.add_error("invite", form.error_messages["invalid_invite"])
                 return self.form_invalid(form)
+        # A visitor who switched language before signing up keeps that choice everywhere.
+        keep_choice(user, chosen_in(self.request))
         login(self.request, user)
         return super().form_valid(form)
 

@@ -135,9 +135,10 @@ async def ws(redis_client):
         expect=True,
         cookie=None,
         app=application,
+        headers=(),
     ):
         """A connection of `user` in a session of its own, or with the session `cookie`."""
-        headers = [(b"host", b"testserver")]
+        headers = [(b"host", b"testserver"), *headers]
         if origin is not None:
             headers.append((b"origin", origin.encode()))
         if user is not None:

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
 
 from chatstack.chat.models import Message
@@ -89,6 +90,34 @@ def test_login_rejects_a_wrong_password(client, user):
     response = client.post("/accounts/login/", {"username": "carol", "password": "nope"})
     assert response.status_code == 200
     assert client.get("/chat/").status_code == 302
+
+
+def test_changing_the_password_logs_out_the_other_browsers_only(client, user):
+    """After changing their password, a person stays signed in here and is logged out elsewhere."""
+    elsewhere = Client()
+    elsewhere.force_login(user)
+    client.force_login(user)
+    assert 'href="/accounts/password/"' in client.get("/chat/").text, "no link to the form"
+    new = "a-new-unusual-passphrase"
+    response = client.post(
+        "/accounts/password/",
+        {"old_password": "carol-password", "new_password1": new, "new_password2": new},
+    )
+    assert response.headers["Location"] == "/accounts/password/done/"
+    assert client.get("/chat/").status_code == 200, "this browser was logged out"
+    assert elsewhere.get("/chat/").status_code == 302, "another browser stayed signed in"
+
+
+def test_the_password_is_not_changed_without_the_old_one(logged_in, user):
+    """Someone at an unlocked computer cannot take the account over by changing its password."""
+    new = "a-new-unusual-passphrase"
+    response = logged_in.post(
+        "/accounts/password/",
+        {"old_password": "wrong", "new_password1": new, "new_password2": new},
+    )
+    assert response.status_code == 200
+    user.refresh_from_db()
+    assert user.check_password("carol-password")
 
 
 def test_lobby_lists_recently_active_rooms_newest_first(logged_in, user):

@@ -93,7 +93,8 @@ def mark_login_page(marker: str):
     def change(source: Path) -> None:
         template = source / "chatstack/chat/templates/registration/login.html"
         text = template.read_text()
-        assert "Log in ·" in text
-        template.write_text(text.replace("Log in ·", f"Log in {marker} ·"))
+        # The title's words are translated; the block that holds them is not.
+        assert "{% block title %}" in text
+        template.write_text(text.replace("{% block title %}", f"{{% block title %}}{marker} "))
 
     return change

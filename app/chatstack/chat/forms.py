@@ -9,12 +9,12 @@ from .rooms import ROOM_NAME_PATTERN
 
 class RoomForm(forms.Form):
     room = forms.CharField(
-        label="Room name",
+        label=_("Room name"),
         max_length=64,
         validators=[
             RegexValidator(
                 rf"\A{ROOM_NAME_PATTERN}\Z",
-                "Use up to 64 letters, digits, hyphens and underscores.",
+                _("Use up to 64 letters, digits, hyphens and underscores."),
             )
         ],
     )

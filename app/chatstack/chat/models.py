@@ -5,17 +5,23 @@ from datetime import UTC, timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class Message(models.Model):
-    room = models.CharField(max_length=64)
+    room = models.CharField(_("room"), max_length=64)
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_messages",
+        verbose_name=_("author"),
     )
-    text = models.TextField()
-    created = models.DateTimeField(default=timezone.now)
+    text = models.TextField(_("text"))
+    created = models.DateTimeField(_("sent"), default=timezone.now)
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         # History is "latest N of a room by id" and the lobby groups by room;
         # `prune` finds the messages older than the retention by date.
         indexes = [
@@ -53,16 +59,25 @@ class Invite(models.Model):
     """A single-use, expiring code that lets one person sign up (CHATSTACK_SIGNUP=invite)."""
 
     # Only a digest: a copy of the database hands out no accounts.
-    code_digest = models.CharField(max_length=64, unique=True)
-    created = models.DateTimeField(default=timezone.now)
-    expires = models.DateTimeField()
+    code_digest = models.CharField(_("code digest"), max_length=64, unique=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    expires = models.DateTimeField(_("expires"))
     # Set when redeemed; kept if the account is deleted, so the code stays spent.
-    used = models.DateTimeField(null=True, blank=True)
+    used = models.DateTimeField(_("used"), null=True, blank=True)
     used_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("used by"),
     )
 
     objects = InviteQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("invite")
+        verbose_name_plural = _("invites")
 
     def __str__(self) -> str:
         return f"invite {self.code_digest[:8]} (until {self.expires:%Y-%m-%d %H:%M})"
@@ -79,3 +94,23 @@ class Invite(models.Model):
         """Spends the code for `user`; False if it is unknown, spent or expired."""
         # One UPDATE: two sign-ups racing for one code cannot both spend it.
         return bool(cls.objects.usable().with_code(code).update(used=timezone.now(), used_by=user))
+
+
+class Profile(models.Model):
+    """What a person chose for their account, applied wherever they log in."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_profile",
+        verbose_name=_("user"),
+    )
+    # A code of settings.LANGUAGES; empty until the person picks one.
+    language = models.CharField(_("language"), max_length=16, blank=True)
+
+    class Meta:
+        verbose_name = _("profile")
+        verbose_name_plural = _("profiles")
+
+    def __str__(self) -> str:
+        return str(self.user)
