@@ -201,6 +201,12 @@ class ChatUser:
         self.page.screenshot(path=path, full_page=True)
         return path
 
+    def screenshots_light_and_dark(self, name: str) -> None:
+        for scheme in ("light", "dark"):
+            self.page.emulate_media(color_scheme=scheme)
+            self.screenshot(f"{name}-{scheme}")
+        self.page.emulate_media(color_scheme=None)
+
     def close(self) -> None:
         self.context.close()
 

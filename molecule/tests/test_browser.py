@@ -79,7 +79,7 @@ def test_scrolling_back_shows_every_message_once_in_order(chat_user, host, recor
     assert [message["text"] for message in shown] == texts
     ids = [message["id"] for message in shown]
     assert ids == sorted(set(ids)), "messages repeated or out of order"
-    alice.screenshot("browser-scrollback")
+    alice.screenshots_light_and_dark("browser-scrollback")
 
 
 def test_a_refused_message_stays_in_the_box_with_its_reason(chat_user):
@@ -121,6 +121,30 @@ def test_a_message_typed_while_disconnected_arrives_once(chat_user):
     bob.reload()
     shown = [message["text"] for message in bob.messages()]
     assert shown.count("written while offline") == 1, shown
+
+
+def test_a_reader_away_for_more_than_a_page_misses_nothing(chat_user, host):
+    """After a reconnect the server sends only the newest messages; whatever
+    was posted before them while the reader was away is fetched too."""
+    room = new_room()
+    alice, bob = chat_user(), chat_user()
+    store_messages(host, room, bob.username, [f"before {i}" for i in range(5)])
+    switch = SocketSwitch(alice.page)
+    alice.open_room(room)
+    seen = len(alice.states())
+    switch.cut()
+    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    missed = [f"while away {i}" for i in range(130)]
+    store_messages(host, room, bob.username, missed)
+
+    switch.restore()
+    alice.wait_for_message(missed[-1], timeout=30)
+    alice.page.wait_for_function(
+        "() => document.getElementById('chat-log').dataset.older !== 'loading'"
+    )
+
+    shown = [message["text"] for message in alice.messages()]
+    assert shown == [f"before {i}" for i in range(5)] + missed
 
 
 def test_the_title_counts_unread_messages_while_hidden(chat_user):
