@@ -81,6 +81,23 @@ async def test_a_retry_after_a_failed_broadcast_is_stored_once(ws, alice, bob, m
         assert [(f["id"], f["cid"]) for f in received] == [(stored.id, "retry-1")]
 
 
+async def test_a_retry_from_a_new_connection_gets_the_original(ws, alice):
+    """A page that lost its connection before the echo sends the message again
+    after reconnecting: it must be told the message is there, not store it again."""
+    first = await ws(user=alice, room="general")
+    await joined(first)
+    await first.send_json_to({"message": "sent just before the cut", "cid": "c-9"})
+    original = await receive(first, "message")
+    await first.disconnect()
+
+    again = await ws(user=alice, room="general")
+    assert [m["id"] for m in await joined(again)] == [original["id"]]
+    await again.send_json_to({"message": "sent just before the cut", "cid": "c-9"})
+
+    assert await receive(again, "message") == original
+    assert await Message.objects.acount() == 1
+
+
 async def test_the_same_cid_is_another_message_for_another_account_or_room(ws, alice, bob):
     """Two clients that happen to pick the same id must not lose each other's messages."""
     for user, room in ((alice, "general"), (bob, "general"), (alice, "other")):
