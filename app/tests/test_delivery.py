@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def lost_post(room: str, author, text: str) -> int:
     """A message stored as a post stores it, whose broadcast the layer lost."""
-    message, _ = await consumers.save_message(room, author, text)
+    message, _, _ = await consumers.save_message(room, author, text)
     await latest.record(room, message.id)
     return message.id
 
@@ -47,8 +47,8 @@ async def test_a_lost_message_is_filled_in_before_the_next(ws, alice, bob):
 async def test_reordered_messages_arrive_once_in_order(ws, alice, bob):
     chat = await ws(user=alice, room="general")
     await joined(chat)
-    first, previous = await consumers.save_message("general", bob, "first")
-    second, _ = await consumers.save_message("general", bob, "second")
+    first, previous, _ = await consumers.save_message("general", bob, "first")
+    second, _, _ = await consumers.save_message("general", bob, "second")
     layer = get_channel_layer()
 
     for message, before in ((second, first.id), (first, previous)):
@@ -91,7 +91,7 @@ async def test_broadcasts_do_not_wait_for_the_database_thread(ws, alice, bob):
     await joined(alice_chat)
     bob_chat = await ws(user=bob, room="general")
     await joined(bob_chat)
-    stored, previous = await consumers.save_message("general", alice, "while busy")
+    stored, previous, _ = await consumers.save_message("general", alice, "while busy")
     release = threading.Event()
     busy = asyncio.ensure_future(database_sync_to_async(release.wait)(10))
     try:
@@ -119,7 +119,7 @@ async def test_sqlite_writes_wait_for_the_writer_lock(alice, settings):
         assert not save.done()
     finally:
         os.close(lock)
-    message, previous = await asyncio.wait_for(save, 5)
+    message, previous, _ = await asyncio.wait_for(save, 5)
     assert (message.text, previous) == ("queued", None)
 
 

@@ -30,6 +30,8 @@ BRAND = "Chatstack"
 ZONE = "UTC"
 # Elements with no end tag.
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+# Text in these is never UI prose: code, styles, and keys named as printed on them.
+UNSPOKEN = {"script", "style", "kbd"}
 # Attributes a reader sees or a screen reader speaks.
 SPOKEN_ATTRIBUTES = {"placeholder", "title", "aria-label", "alt"}
 
@@ -52,7 +54,7 @@ class VisibleText(HTMLParser):
 
     def handle_starttag(self, tag, attrs) -> None:
         attrs = dict(attrs)
-        skip = self.skipped() or tag in {"script", "style"} or ("lang" in attrs and tag != "html")
+        skip = self.skipped() or tag in UNSPOKEN or ("lang" in attrs and tag != "html")
         if not skip:
             self.strings += [attrs[name] for name in SPOKEN_ATTRIBUTES if attrs.get(name)]
         if tag not in VOID:

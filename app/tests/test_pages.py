@@ -1,5 +1,7 @@
 import ipaddress
 import json
+import re
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -7,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chatstack.chat.models import Message
+from chatstack.chat.strings import ROOM_STRINGS
 
 from .conftest import layers_using
 
@@ -160,6 +163,24 @@ def test_room_page_passes_the_name_as_json(logged_in):
         "presence",
     ]:
         assert f'id="{element_id}"' in response.text
+
+
+ROOM_JS = Path(__file__).resolve().parent.parent / "chatstack/chat/static/chat/room.js"
+JSON_SCRIPT = re.compile(r'<script id="chat-strings" type="application/json">(.*?)</script>', re.S)
+
+
+def test_room_page_gives_its_script_every_string_it_shows(logged_in):
+    """A word the script spells itself, or a key the page does not pass, would
+    show untranslated (or as "undefined") to a reader of another language."""
+    script = ROOM_JS.read_text()
+    used = set(re.findall(r"strings\.(\w+)", script))
+    used |= set(re.findall(r'setState\("(\w+)"\)', script))
+    assert used <= ROOM_STRINGS.keys(), used - ROOM_STRINGS.keys()
+    assert not re.findall(r"textContent = \"|showError\(\"", script), "a string spelled in room.js"
+
+    response = logged_in.get("/chat/general/")
+    passed = json.loads(JSON_SCRIPT.search(response.text).group(1))
+    assert passed == {key: str(text) for key, text in ROOM_STRINGS.items()}
 
 
 def test_admin_is_enabled(client):

@@ -44,6 +44,52 @@ MESSAGES = """els => els.map(el => ({
 }))"""
 
 
+# Scrolls the log to the top on every poll, which makes the page ask for older
+# messages, until it shows the start of the room.
+SCROLL_TO_START = """() => {
+  const log = document.getElementById("chat-log");
+  log.scrollTop = 0;
+  return log.querySelector("li.start") !== null && log.dataset.older === "complete";
+}"""
+
+# Where a message is, in pixels below the top of the log's visible part.
+OFFSET_IN_LOG = """id => {
+  const log = document.getElementById("chat-log");
+  const item = log.querySelector(`li.message[data-id="${id}"]`);
+  return item.getBoundingClientRect().top - log.getBoundingClientRect().top;
+}"""
+TOP_THEN_OFFSET = f"""id => {{
+  document.getElementById("chat-log").scrollTop = 0;
+  return ({OFFSET_IN_LOG})(id);
+}}"""
+
+# Spends the account's message budget from a second socket of the same session,
+# as another tab would: sends until the server refuses one.
+SPEND_MESSAGE_BUDGET = """room => new Promise((resolve, reject) => {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}/ws/chat/${room}/`);
+  let sent = 0;
+  const next = () => socket.send(JSON.stringify({ message: `budget ${++sent}` }));
+  socket.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.type === "history") next();
+    if (frame.type === "message" && frame.message === `budget ${sent}`) next();
+    if (frame.type === "error") { socket.close(); resolve(sent - 1); }
+  };
+  socket.onclose = (event) => reject(new Error(`closed early (${event.code})`));
+})"""
+
+# Page Visibility as when the reader switches to another tab (headless
+# Chromium keeps every tab visible).
+SET_HIDDEN = """hidden => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  Object.defineProperty(document, "visibilityState", {
+    configurable: true, get: () => (hidden ? "hidden" : "visible"),
+  });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
 def launch_chromium(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
@@ -111,12 +157,38 @@ class ChatUser:
         self.page.fill("#chat-message-input", text)
         self.page.press("#chat-message-input", "Enter")
 
+    def scroll_back_to_start(self, timeout: float = 60) -> None:
+        self.page.wait_for_function(SCROLL_TO_START, polling=250, timeout=timeout * 1000)
+
+    def load_one_older_page(self, timeout: float = 30) -> tuple[float, float]:
+        """Scrolls to the top once; returns where the message that was first is
+        shown before and after the older page arrived."""
+        shown = self.messages()
+        before = self.page.evaluate(TOP_THEN_OFFSET, shown[0]["id"])
+        self.page.wait_for_function(
+            "count => document.querySelectorAll('#chat-log li.message').length > count",
+            arg=len(shown),
+            timeout=timeout * 1000,
+        )
+        return before, self.page.evaluate(OFFSET_IN_LOG, shown[0]["id"])
+
+    def spend_message_budget(self) -> int:
+        """Sends from another socket until the account is rate limited; returns how many went."""
+        return self.page.evaluate(SPEND_MESSAGE_BUDGET, self.room)
+
+    def set_hidden(self, hidden: bool) -> None:
+        self.page.evaluate(SET_HIDDEN, hidden)
+
+    @property
+    def box_text(self) -> str:
+        return self.page.input_value("#chat-message-input")
+
     def messages(self) -> list[dict]:
         return self.page.eval_on_selector_all("#chat-log li.message", MESSAGES)
 
     def wait_for_message(self, text: str, timeout: float = 15) -> dict:
         self.page.wait_for_function(
-            """text => [...document.querySelectorAll("#chat-log .text")]
+            """text => [...document.querySelectorAll("#chat-log li.message .text")]
                    .some(el => el.textContent === text)""",
             arg=text,
             timeout=timeout * 1000,
@@ -129,8 +201,39 @@ class ChatUser:
         self.page.screenshot(path=path, full_page=True)
         return path
 
+    def screenshots_light_and_dark(self, name: str) -> None:
+        for scheme in ("light", "dark"):
+            self.page.emulate_media(color_scheme=scheme)
+            self.screenshot(f"{name}-{scheme}")
+        self.page.emulate_media(color_scheme=None)
+
     def close(self) -> None:
         self.context.close()
+
+
+class SocketSwitch:
+    """Cuts a page's chat connections and lets them through again, as a server that
+    goes away and comes back: while cut, every new connection closes at once."""
+
+    def __init__(self, page):
+        self.down = False
+        self.open: list = []
+        page.route_web_socket("**/ws/chat/**", self._route)
+
+    def _route(self, websocket) -> None:
+        if self.down:
+            websocket.close()
+            return
+        websocket.connect_to_server()
+        self.open.append(websocket)
+
+    def cut(self) -> None:
+        self.down = True
+        while self.open:
+            self.open.pop().close()
+
+    def restore(self) -> None:
+        self.down = False
 
 
 def chat_until_delivered(sender: ChatUser, receiver: ChatUser, label: str, deadline: float) -> int:

@@ -154,6 +154,20 @@ def stored_messages(host, room: str) -> list[dict]:
     return json.loads(output.splitlines()[-1])
 
 
+def store_messages(host, room: str, username: str, texts: list[str]) -> None:
+    """Puts messages of `username` straight into the host's database, oldest first:
+    more than the rate limit lets a test post."""
+    code = (
+        "import json; from django.contrib.auth import get_user_model; "
+        "from chatstack.chat.models import Message; "
+        f"author = get_user_model().objects.get(username={username!r}); "
+        "Message.objects.bulk_create([Message(room=ROOM, author=author, text=text) "
+        "for text in json.loads(TEXTS)])"
+    )
+    code = f"ROOM = {room!r}; TEXTS = {json.dumps(json.dumps(texts))}; " + code
+    host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
+
+
 # The operator's way to make accounts and sessions: more than the sign-up
 # page's per-address rate limit lets a test make.
 MAKE_ACCOUNTS = """

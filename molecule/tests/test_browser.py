@@ -3,6 +3,9 @@
 import time
 import uuid
 
+from chatbrowser import SocketSwitch
+from chatclient import store_messages, stored_messages
+
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
@@ -50,3 +53,131 @@ def test_logging_out_closes_the_chat_in_the_other_tabs(chat_user, record_time):
         alice.page.get_by_role("button", name="Log out").click()
     other_tab.wait_for_url("**/accounts/login/**", timeout=5_000)
     record_time("logout closed the chat in another tab", time.monotonic() - started)
+
+
+def new_room() -> str:
+    return f"browser-{uuid.uuid4().hex[:8]}"
+
+
+def test_scrolling_back_shows_every_message_once_in_order(chat_user, host, record_time):
+    """Someone scrolling up through a long room must see every earlier message,
+    none twice and none skipped, and know when they reached the start."""
+    room = new_room()
+    alice = chat_user()
+    texts = [f"old message {i}" for i in range(300)]
+    store_messages(host, room, alice.username, texts)
+    alice.open_room(room)
+    assert len(alice.messages()) < len(texts), "the page should start with the newest only"
+
+    before, after = alice.load_one_older_page()
+    assert abs(after - before) < 2, "the reader lost their place when older messages came in"
+    started = time.monotonic()
+    alice.scroll_back_to_start()
+    record_time("scrolled back through 300 messages", time.monotonic() - started)
+
+    shown = alice.messages()
+    assert [message["text"] for message in shown] == texts
+    ids = [message["id"] for message in shown]
+    assert ids == sorted(set(ids)), "messages repeated or out of order"
+    alice.screenshots_light_and_dark("browser-scrollback")
+
+
+def test_a_refused_message_stays_in_the_box_with_its_reason(chat_user):
+    """A message the rate limit refused must not vanish: the text stays in the
+    box to send again, and the reason is shown next to it."""
+    alice = chat_user()
+    alice.open_room(new_room())
+    assert alice.spend_message_budget() > 0
+
+    alice.send("one too many")
+
+    refusal = alice.page.locator("#chat-refusal")
+    refusal.wait_for(state="visible", timeout=10_000)
+    assert "Slow down" in refusal.text_content()
+    assert alice.box_text == "one too many"
+    assert "one too many" not in [message["text"] for message in alice.messages()]
+
+
+def test_a_message_typed_while_disconnected_arrives_once(chat_user, host):
+    """What someone writes while the connection is down is kept, shown as
+    pending, and sent exactly once when the connection is back."""
+    room = new_room()
+    alice = chat_user()
+    switch = SocketSwitch(alice.page)
+    alice.open_room(room)
+
+    seen = len(alice.states())
+    switch.cut()
+    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    alice.send("written while offline")
+    alice.page.locator("#chat-log li.pending").wait_for(timeout=5_000)
+    assert alice.box_text == "", "the box should be free for the next message"
+
+    switch.restore()
+    alice.wait_for_message("written while offline", timeout=30)
+    alice.page.locator("#chat-log li.pending").wait_for(state="detached", timeout=5_000)
+    assert [message["text"] for message in stored_messages(host, room)] == ["written while offline"]
+    assert [message["text"] for message in alice.messages()] == ["written while offline"]
+
+
+def test_a_reader_away_for_more_than_a_page_misses_nothing(chat_user, host):
+    """After a reconnect the server sends only the newest messages; whatever
+    was posted before them while the reader was away is fetched too."""
+    room = new_room()
+    alice = chat_user()
+    store_messages(host, room, alice.username, [f"before {i}" for i in range(5)])
+    switch = SocketSwitch(alice.page)
+    alice.open_room(room)
+    seen = len(alice.states())
+    switch.cut()
+    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    missed = [f"while away {i}" for i in range(130)]
+    store_messages(host, room, alice.username, missed)
+
+    switch.restore()
+    alice.wait_for_message(missed[-1], timeout=30)
+    alice.page.wait_for_function(
+        "() => document.getElementById('chat-log').dataset.older !== 'loading'"
+    )
+
+    shown = [message["text"] for message in alice.messages()]
+    assert shown == [f"before {i}" for i in range(5)] + missed
+
+
+def test_the_title_counts_unread_messages_while_hidden(chat_user):
+    """Someone in another tab sees in the tab's title that messages arrived."""
+    room = new_room()
+    alice, bob = chat_user(), chat_user()
+    alice.open_room(room)
+    bob.open_room(room)
+    title = bob.page.title()
+
+    bob.set_hidden(True)
+    alice.send("are you there?")
+    alice.send("hello?")
+    bob.wait_for_message("hello?")
+    bob.page.wait_for_function("title => document.title === `(2) ${title}`", arg=title)
+
+    bob.set_hidden(False)
+    bob.page.wait_for_function("title => document.title === title", arg=title)
+
+
+def test_keyboard_only_send(chat_user):
+    """With the keyboard alone: Enter sends, Shift+Enter starts a new line."""
+    alice = chat_user()
+    alice.open_room(new_room())
+    keyboard = alice.page.keyboard
+    # The box has the focus from the start: no click needed.
+    alice.page.wait_for_function(FOCUS_IN_BOX)
+
+    keyboard.type("first line")
+    keyboard.press("Shift+Enter")
+    keyboard.type("second line")
+    keyboard.press("Enter")
+
+    alice.wait_for_message("first line\nsecond line")
+    alice.page.wait_for_function(f"() => ({FOCUS_IN_BOX})() && {BOX}.value === ''")
+
+
+BOX = "document.getElementById('chat-message-input')"
+FOCUS_IN_BOX = f"() => document.activeElement === {BOX}"

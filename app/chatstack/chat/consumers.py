@@ -5,7 +5,8 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -32,6 +33,12 @@ CLOSE_LIMITED = 4029
 CLOSE_REVOKED = 4001
 # Heartbeats between checks of a socket's session against the database.
 SESSION_CHECK_BEATS = 3
+MAX_CID_LENGTH = 64
+# Messages per `history before` page: at most, and when the client names none.
+MAX_HISTORY_PAGE = 100
+DEFAULT_HISTORY_PAGE = 50
+# SQLite's and PostgreSQL's largest id; a larger `before` cannot even be queried.
+MAX_MESSAGE_ID = 2**63 - 1
 
 
 def refusal_message(refusal: Refusal) -> str:
@@ -59,16 +66,36 @@ def revocation_message(reason: Revocation) -> str:
 class InvalidMessage(ValueError):
     """The client sent something that is not a postable chat message."""
 
-    def __init__(self, error: str, reason: Rejection) -> None:
+    def __init__(self, error: str, reason: Rejection, cid: str | None = None) -> None:
         super().__init__(error)
         self.reason = reason
+        # The client's id for the message, when the frame was readable enough to name one.
+        self.cid = cid
+
+
+@dataclass(frozen=True)
+class Post:
+    text: str
+    cid: str | None
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    before: int
+    limit: int
 
 
 def too_long_message(max_length: int) -> str:
     return _("Message is too long (at most %(count)d characters).") % {"count": max_length}
 
 
-def parse_message(raw: str, max_length: int) -> str:
+def parse_frame(raw: str | None, max_length: int) -> Post | HistoryRequest:
+    if raw is None:
+        # An error frame rather than close code 1003: daphne (autobahn) only lets
+        # applications close with 1000 or 3000-4999.
+        raise InvalidMessage(
+            _("Binary frames are not supported; send JSON text."), Rejection.BINARY_FRAME
+        )
     # Cheap bound before json.loads: JSON spends at most 12 characters
     # (a \\uXXXX surrogate pair) per character of text.
     if len(raw) > 12 * max_length + 64:
@@ -77,19 +104,51 @@ def parse_message(raw: str, max_length: int) -> str:
         data = json.loads(raw)
     except ValueError:
         raise InvalidMessage(_("Message is not valid JSON."), Rejection.INVALID_JSON) from None
+    if isinstance(data, dict) and data.get("type") == "history":
+        return parse_history_request(data)
+    return parse_post(data, max_length)
+
+
+def parse_post(data, max_length: int) -> Post:
+    cid = data.get("cid") if isinstance(data, dict) else None
+    if cid is not None and not (
+        isinstance(cid, str) and 0 < len(cid) <= MAX_CID_LENGTH and cid.isprintable()
+    ):
+        raise InvalidMessage(
+            _('"cid" must be 1 to %(count)d printable characters.') % {"count": MAX_CID_LENGTH},
+            Rejection.INVALID_FRAME,
+        )
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
         raise InvalidMessage(
-            _('Expected a JSON object like {"message": "text"}.'), Rejection.INVALID_FRAME
+            _('Expected a JSON object like {"message": "text"}.'), Rejection.INVALID_FRAME, cid
         )
     text = data["message"]
     if not text.strip():
-        raise InvalidMessage(_("Message is empty."), Rejection.EMPTY)
+        raise InvalidMessage(_("Message is empty."), Rejection.EMPTY, cid)
     if len(text) > max_length:
-        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
+        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG, cid)
     if "\x00" in text:
         # PostgreSQL cannot store NUL in text columns.
-        raise InvalidMessage(_("Message contains a NUL character."), Rejection.NUL_CHARACTER)
-    return text
+        raise InvalidMessage(_("Message contains a NUL character."), Rejection.NUL_CHARACTER, cid)
+    return Post(text, cid)
+
+
+def is_int_between(value, low: int, high: int) -> bool:
+    # JSON's true and false are ints to Python.
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def parse_history_request(data: dict) -> HistoryRequest:
+    before, limit = data.get("before"), data.get("limit", DEFAULT_HISTORY_PAGE)
+    if not is_int_between(before, 1, MAX_MESSAGE_ID) or not is_int_between(
+        limit, 1, MAX_HISTORY_PAGE
+    ):
+        raise InvalidMessage(
+            _('Expected {"type": "history", "before": <message id>, "limit": <1 to %(count)d>}.')
+            % {"count": MAX_HISTORY_PAGE},
+            Rejection.INVALID_FRAME,
+        )
+    return HistoryRequest(before, limit)
 
 
 @database_sync_to_async
@@ -112,18 +171,48 @@ def load_between(room: str, after: int, before: int | None) -> list[dict]:
 
 
 @database_sync_to_async
-def save_message(room: str, author, text: str) -> tuple[Message, int | None]:
-    """Stores a message; returns it and the id of the room's message before it."""
+def load_older(room: str, before: int, limit: int) -> tuple[list[dict], bool]:
+    """Up to `limit` of the room's messages older than `before`, oldest first, and
+    whether they reach back to the room's first message."""
+    older = list(
+        Message.objects.filter(room=room, id__lt=before)
+        .select_related("author")
+        .order_by("-id")[: limit + 1]
+    )
+    return [message.as_frame() for message in reversed(older[:limit])], len(older) <= limit
+
+
+def newest_id(room: str, below: int | None = None) -> int | None:
+    messages = Message.objects.filter(room=room)
+    if below is not None:
+        messages = messages.filter(id__lt=below)
+    return messages.order_by("-id").values_list("id", flat=True).first()
+
+
+@database_sync_to_async
+def save_message(
+    room: str, author, text: str, cid: str | None = None
+) -> tuple[Message, int | None, bool]:
+    """Stores a message; returns it, the id of the room's message before it, and
+    False if it was stored before (a retry with the same cid), not now."""
     with writer_lock(), transaction.atomic():
         if connection.vendor == "postgresql":
             # Posts to one room are serialised, so "the message before" is exact
-            # even when app hosts write concurrently.
+            # even when app hosts write concurrently, and so is the cid lookup
+            # (the unique constraint is the last word either way).
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [room])
-        previous = (
-            Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first()
-        )
-        return Message.objects.create(room=room, author=author, text=text), previous
+        if cid is not None:
+            stored = (
+                Message.objects.filter(room=room, author=author, cid=cid)
+                .select_related("author")
+                .first()
+            )
+            if stored is not None:
+                return stored, newest_id(room, below=stored.id), False
+        previous = newest_id(room)
+        message = Message.objects.create(room=room, author=author, text=text, cid=cid)
+        return message, previous, True
 
 
 @contextlib.contextmanager
@@ -142,6 +231,25 @@ def writer_lock() -> Iterator[None]:
         yield
 
 
+class Budget:
+    """One of the account's limits as this socket sees it.
+
+    Once the budget is spent, frames are refused here without asking Redis
+    until it frees up, so a flood costs Redis nothing.
+    """
+
+    def __init__(self, take: Callable[[int], Awaitable[float]]) -> None:
+        self.take = take
+        # Until then (time.perf_counter()) the budget is spent.
+        self.until = 0.0
+
+    async def spent(self, user_id: int, arrived: float) -> bool:
+        if arrived >= self.until:
+            wait = await self.take(user_id)
+            self.until = time.perf_counter() + wait if wait else 0.0
+        return arrived < self.until
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     room: str | None = None
     # The newest message this client has been sent: every message of the room
@@ -155,9 +263,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     sockets: AccountSockets | None = None
     # Set once the server closes the connection: nothing more is sent or taken.
     closing = False
-    # Until then (time.perf_counter()) the account's message budget is spent:
-    # refused here, without asking Redis, so a flood costs Redis nothing.
-    limited_until = 0.0
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -212,6 +317,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.max_length = settings.CHATSTACK_MESSAGE_MAX_LENGTH
         self.presence_version = 0
         self.delivering = asyncio.Lock()
+        # Looked up on every call: tests replace the functions of `limits`.
+        self.message_budget = Budget(lambda user_id: limits.take_message(user_id))
+        self.history_budget = Budget(lambda user_id: limits.take_history_page(user_id))
 
         # Join the group before reading history, so that no message falls between
         # the two; one posted meanwhile is in the history, and deliver() skips its event.
@@ -248,16 +356,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         arrived = time.perf_counter()
         if self.closing:
             return
-        # Counted before parsing, so floods of garbage are throttled too.
-        if arrived >= self.limited_until:
-            try:
-                wait = await limits.take_message(self.user.pk)
-            except Exception:
-                logger.exception("Could not check the message limit in room %r", self.room)
-                await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
-                return
-            self.limited_until = time.perf_counter() + wait if wait else 0.0
-        if arrived < self.limited_until:
+        try:
+            request = parse_frame(text_data, self.max_length)
+        except InvalidMessage as error:
+            request = error
+        if isinstance(request, HistoryRequest):
+            await self.send_older(request, arrived)
+            return
+        # Counted before a bad frame is refused, so floods of garbage are throttled too.
+        try:
+            limited = await self.message_budget.spent(self.user.pk, arrived)
+        except Exception:
+            logger.exception("Could not check the message limit in room %r", self.room)
+            await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."), request.cid)
+            return
+        if limited:
             await self.reject(
                 Rejection.RATE_LIMITED,
                 _(
@@ -268,39 +381,85 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     "count": settings.CHATSTACK_RATE_LIMIT_COUNT,
                     "seconds": settings.CHATSTACK_RATE_LIMIT_SECONDS,
                 },
+                request.cid,
             )
             return
-        if text_data is None:
-            # An error frame rather than close code 1003: daphne (autobahn) only lets
-            # applications close with 1000 or 3000-4999.
-            await self.reject(
-                Rejection.BINARY_FRAME, _("Binary frames are not supported; send JSON text.")
-            )
+        if isinstance(request, InvalidMessage):
+            await self.reject(request.reason, str(request), request.cid)
             return
+        await self.post(request, arrived)
+
+    async def post(self, post: Post, arrived: float) -> None:
         try:
-            text = parse_message(text_data, self.max_length)
-        except InvalidMessage as error:
-            await self.reject(error.reason, str(error))
-            return
-        try:
-            message, previous = await save_message(self.room, self.user, text)
+            message, previous, new = await save_message(self.room, self.user, post.text, post.cid)
             await latest.record(self.room, message.id)
+            frame = json.dumps(message.as_frame())
+            # A retry is broadcast again too: if the first broadcast failed, the
+            # room gets the message now; where it arrived, deliver() drops it.
             await self.channel_layer.group_send(
                 self.group,
                 {
                     "type": "chat.message",
                     # Serialised once here; every receiver forwards the same string.
-                    "frame": json.dumps(message.as_frame()),
+                    "frame": frame,
                     "id": message.id,
                     "previous": previous,
                 },
             )
         except Exception:
             logger.exception("Could not post a message in room %r", self.room)
-            await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."))
+            await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."), post.cid)
+            return
+        if not new:
+            await self.acknowledge_again(message.id, frame)
             return
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
+
+    async def acknowledge_again(self, message_id: int, frame: str) -> None:
+        """Answers a retried cid with the stored message's frame.
+
+        If this client was never sent it, the broadcast just made brings it
+        (events reach a consumer only after receive() returns); if it was,
+        deliver() drops that copy, so it is sent here.
+        """
+        async with self.delivering:
+            if message_id <= self.last_id:
+                await self.send(text_data=frame)
+
+    async def send_older(self, request: HistoryRequest, arrived: float) -> None:
+        try:
+            if await self.history_budget.spent(self.user.pk, arrived):
+                await self.reject(
+                    Rejection.HISTORY_LIMITED,
+                    _(
+                        "Slow down: older messages are loaded at most %(count)d times per"
+                        " %(seconds)d seconds."
+                    )
+                    % {
+                        "count": limits.HISTORY_PAGES_COUNT,
+                        "seconds": limits.HISTORY_PAGES_SECONDS,
+                    },
+                    before=request.before,
+                )
+                return
+            messages, complete = await load_older(self.room, request.before, request.limit)
+        except Exception:
+            logger.exception("Could not load older messages in room %r", self.room)
+            await self.reject(
+                Rejection.HISTORY_FAILED,
+                _("Older messages could not be loaded, try again."),
+                before=request.before,
+            )
+            return
+        await self.send_json(
+            {
+                "type": "history",
+                "messages": messages,
+                "complete": complete,
+                "before": request.before,
+            }
+        )
 
     async def chat_message(self, event: dict) -> None:
         if "id" not in event:
@@ -400,7 +559,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))
 
-    async def reject(self, reason: Rejection, error: str) -> None:
-        """Count the rejection, then tell the client with an error frame."""
+    async def reject(
+        self, reason: Rejection, error: str, cid: str | None = None, before: int | None = None
+    ) -> None:
+        """Count the rejection, then tell the client with an error frame.
+
+        The frame names the message (`cid`) or the history page (`before`) it
+        refuses, when the client's frame said which.
+        """
         metrics.MESSAGES_REJECTED[reason].inc()
-        await self.send_json({"type": "error", "error": error})
+        frame = {"type": "error", "error": error}
+        if cid is not None:
+            frame["cid"] = cid
+        if before is not None:
+            frame["before"] = before
+        await self.send_json(frame)

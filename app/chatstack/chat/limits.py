@@ -111,12 +111,31 @@ async def take_message(user_id: int, now_ms: int | None = None) -> float:
     if the message was taken, or else the seconds until the next one can be:
     nothing can free a place sooner.
     """
-    window_ms = int(settings.CHATSTACK_RATE_LIMIT_SECONDS * 1000)
-    wait_ms = await _run(
-        _TAKE_MESSAGE,
-        [_key(user_id, "messages")],
-        [settings.CHATSTACK_RATE_LIMIT_COUNT, window_ms, uuid.uuid4().hex],
+    return await _take(
+        user_id,
+        "messages",
+        settings.CHATSTACK_RATE_LIMIT_COUNT,
+        settings.CHATSTACK_RATE_LIMIT_SECONDS,
         now_ms,
+    )
+
+
+# Pages of scrollback (of at most 100 messages) per account and window: far
+# more than a person scrolls, and a script reading whole rooms in a loop is
+# held to a few thousand messages a second over all its sockets.
+HISTORY_PAGES_COUNT = 30
+HISTORY_PAGES_SECONDS = 10
+
+
+async def take_history_page(user_id: int, now_ms: int | None = None) -> float:
+    """Counts one more `history before` request of the account, as take_message does."""
+    return await _take(user_id, "history", HISTORY_PAGES_COUNT, HISTORY_PAGES_SECONDS, now_ms)
+
+
+async def _take(user_id: int, what: str, count: int, seconds: float, now_ms: int | None) -> float:
+    window_ms = int(seconds * 1000)
+    wait_ms = await _run(
+        _TAKE_MESSAGE, [_key(user_id, what)], [count, window_ms, uuid.uuid4().hex], now_ms
     )
     return wait_ms / 1000
 

@@ -26,6 +26,10 @@ class Rejection(StrEnum):
     NUL_CHARACTER = "nul_character"
     # Storing or broadcasting failed ("Message not sent, try again.").
     NOT_SENT = "not_sent"
+    # The account's budget of `history before` pages is spent.
+    HISTORY_LIMITED = "history_limited"
+    # Reading older messages (or checking that budget) failed.
+    HISTORY_FAILED = "history_failed"
 
 
 class Revocation(StrEnum):

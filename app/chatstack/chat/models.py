@@ -18,15 +18,29 @@ class Message(models.Model):
     )
     text = models.TextField(_("text"))
     created = models.DateTimeField(_("sent"), default=timezone.now)
+    # The client's id for the message, if it sent one: a retry with the same
+    # one finds this row instead of storing the message again. NULL, not "",
+    # for none: only messages that have one are in the unique constraint.
+    cid = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = _("message")
         verbose_name_plural = _("messages")
-        # History is "latest N of a room by id" and the lobby groups by room;
-        # `prune` finds the messages older than the retention by date.
+        # History is "latest N of a room by id" (and pages older than an id)
+        # and the lobby groups by room; `prune` finds the messages older than
+        # the retention by date.
         indexes = [
             models.Index(fields=["room", "id"], name="chat_message_room_id"),
             models.Index(fields=["created"], name="chat_message_created"),
+        ]
+        # Exactly once for as long as the message is kept, whichever process
+        # or app host the retry reaches.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["room", "author", "cid"],
+                condition=models.Q(cid__isnull=False),
+                name="chat_message_room_author_cid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -34,13 +48,16 @@ class Message(models.Model):
 
     def as_frame(self) -> dict:
         """The wire representation; the author must already be loaded."""
-        return {
+        frame = {
             "type": "message",
             "id": self.id,
             "user": self.author.get_username(),
             "message": self.text,
             "ts": self.created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
+        if self.cid is not None:
+            frame["cid"] = self.cid
+        return frame
 
 
 def _digest(code: str) -> str:

@@ -4,6 +4,7 @@ from django.shortcuts import redirect, render
 
 from .forms import RoomForm
 from .models import Message
+from .strings import ROOM_STRINGS
 
 RECENT_ROOMS = 20
 
@@ -24,5 +25,9 @@ def room(request, room_name):
     return render(
         request,
         "chat/room.html",
-        {"room_name": room_name, "max_length": settings.CHATSTACK_MESSAGE_MAX_LENGTH},
+        {
+            "room_name": room_name,
+            "max_length": settings.CHATSTACK_MESSAGE_MAX_LENGTH,
+            "chat_strings": ROOM_STRINGS,
+        },
     )
