@@ -115,6 +115,12 @@ class ChatUser:
     def goto(self, path: str):
         return self.page.goto(self.base_url + path)
 
+    def adopt_session(self, session_key: str) -> None:
+        """Signs in with a session made on the host (chatclient.sessions_made_on)."""
+        self.context.add_cookies(
+            [{"name": "sessionid", "value": session_key, "url": self.base_url, "secure": True}]
+        )
+
     def signup(self) -> None:
         self.goto("/accounts/signup/")
         self.page.fill("#id_username", self.username)

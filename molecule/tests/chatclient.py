@@ -187,11 +187,16 @@ print(json.dumps(sessions))
 """
 
 
-def accounts_made_on(host, site: ChatSite, names: list[str]) -> list[Browser]:
-    """A signed-in browser for each of `names`, new accounts made on the host."""
+def sessions_made_on(host, names: list[str]) -> dict[str, str]:
+    """A new account for each of `names`, made on the host: {name: its session key}."""
     code = f"NAMES = {json.dumps(json.dumps(names))}" + MAKE_ACCOUNTS
     output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
-    sessions = json.loads(output.splitlines()[-1])
+    return json.loads(output.splitlines()[-1])
+
+
+def accounts_made_on(host, site: ChatSite, names: list[str]) -> list[Browser]:
+    """A signed-in browser for each of `names`, new accounts made on the host."""
+    sessions = sessions_made_on(host, names)
     browsers = []
     for name in names:
         browser = site.session()

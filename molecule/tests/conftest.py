@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from chatbrowser import ARTIFACTS, ChatUser, launch_chromium
-from chatclient import ChatSite
+from chatclient import ChatSite, sessions_made_on
 from playwright.sync_api import sync_playwright
 
 # (what, seconds) for every recovery or latency measured in this run, printed at the end.
@@ -151,14 +151,20 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def chat_user(chromium, https_base_url):
-    """Makes users that signed up through the form, each in a browser context of its own."""
+def chat_user(host, chromium, https_base_url):
+    """Makes people, each in a browser context of its own, signed in with an account made
+    on the host -- or, with sign_up=True, through the sign-up form. The form's per-address
+    rate limit is for people: a test run making dozens of accounts from one address
+    would meet it, sooner on a faster machine."""
     users = []
 
-    def make(username: str | None = None) -> ChatUser:
-        user = ChatUser(chromium, https_base_url, username or f"t{uuid.uuid4().hex[:12]}")
+    def make(sign_up: bool = False) -> ChatUser:
+        user = ChatUser(chromium, https_base_url, f"t{uuid.uuid4().hex[:12]}")
         users.append(user)
-        user.signup()
+        if sign_up:
+            user.signup()
+        else:
+            user.adopt_session(sessions_made_on(host, [user.username])[user.username])
         return user
 
     yield make

@@ -11,7 +11,7 @@ XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 def test_two_browsers_chat(chat_user):
     room = f"browser-{uuid.uuid4().hex[:8]}"
-    alice, bob = chat_user(), chat_user()
+    alice, bob = chat_user(sign_up=True), chat_user(sign_up=True)
     alice.open_room(room)
     bob.open_room(room)
 
