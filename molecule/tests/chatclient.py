@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 from websockets.asyncio.client import connect, unix_connect
+from websockets.exceptions import ConnectionClosed
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PASSWORD = "correct horse battery 9"
@@ -142,6 +143,28 @@ async def next_of_type(ws, kind: str, timeout: float = 10.0) -> dict:
                 return frame
 
 
+async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
+    """None once the socket's history shows the server admitted it; or else the
+    error frame it was refused with and the code it was then closed with."""
+    async with asyncio.timeout(timeout):
+        while (frame := json.loads(await ws.recv()))["type"] not in ("history", "error"):
+            pass
+        if frame["type"] == "history":
+            return None
+        try:
+            unexpected = await ws.recv()
+        except ConnectionClosed as closed:
+            return frame["error"], closed.rcvd.code if closed.rcvd else None
+    raise AssertionError(f"refused with {frame['error']!r}, yet still open: {unexpected!r}")
+
+
+def manage_shell(host, code: str):
+    """What `code`, run by the operator's `chatstack-manage shell`, printed last, as JSON."""
+    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
+    # The shell prints a line about its automatic imports first.
+    return json.loads(output.splitlines()[-1])
+
+
 def stored_messages(host, room: str) -> list[dict]:
     """What the host's database holds for a room, read with the operator's command."""
     code = (
@@ -149,9 +172,32 @@ def stored_messages(host, room: str) -> list[dict]:
         f"print(json.dumps(list(Message.objects.filter(room={room!r}).order_by('id')"
         ".values('id', 'author__username', 'text'))))"
     )
-    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
-    # The shell prints a line about its automatic imports first.
-    return json.loads(output.splitlines()[-1])
+    return manage_shell(host, code)
+
+
+def posted_by(host, username: str) -> list[tuple[str, float]]:
+    """(room, time stored as a Unix timestamp) of each message the account has posted."""
+    return manage_shell(
+        host,
+        "import json; from chatstack.chat.models import Message; "
+        "print(json.dumps([(m.room, m.created.timestamp()) for m in "
+        f"Message.objects.filter(author__username={username!r}).order_by('id')]))",
+    )
+
+
+# What the app's Redis holds: used_memory (bytes) and its keys.
+REDIS_MEMORY = """
+import json, redis
+from django.conf import settings
+client = redis.Redis.from_url(settings.CHATSTACK_PRESENCE_REDIS_URL)
+memory = client.info("memory")
+print(json.dumps({name: memory[name] for name in ("used_memory", "used_memory_dataset")}
+                 | {"keys": client.dbsize()}))
+"""
+
+
+def redis_memory(host) -> dict[str, int]:
+    return manage_shell(host, REDIS_MEMORY)
 
 
 # The operator's way to make accounts and sessions: more than the sign-up
@@ -176,8 +222,7 @@ print(json.dumps(sessions))
 def accounts_made_on(host, site: ChatSite, names: list[str]) -> list[Browser]:
     """A signed-in browser for each of `names`, new accounts made on the host."""
     code = f"NAMES = {json.dumps(json.dumps(names))}" + MAKE_ACCOUNTS
-    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
-    sessions = json.loads(output.splitlines()[-1])
+    sessions = manage_shell(host, code)
     browsers = []
     for name in names:
         browser = site.session()

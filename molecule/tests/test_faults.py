@@ -14,8 +14,8 @@ import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
 from conftest import daphne_units, published_https_url, systemd_state
+from hostmetrics import app_metrics
 from test_default import UNITS
-from test_observability import app_metrics
 
 pytestmark = pytest.mark.destructive
 
