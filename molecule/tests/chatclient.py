@@ -185,21 +185,6 @@ def posted_by(host, username: str) -> list[tuple[str, float]]:
     )
 
 
-# What the app's Redis holds: used_memory (bytes) and its keys.
-REDIS_MEMORY = """
-import json, redis
-from django.conf import settings
-client = redis.Redis.from_url(settings.CHATSTACK_PRESENCE_REDIS_URL)
-memory = client.info("memory")
-print(json.dumps({name: memory[name] for name in ("used_memory", "used_memory_dataset")}
-                 | {"keys": client.dbsize()}))
-"""
-
-
-def redis_memory(host) -> dict[str, int]:
-    return manage_shell(host, REDIS_MEMORY)
-
-
 # The operator's way to make accounts and sessions: more than the sign-up
 # page's per-address rate limit lets a test make.
 MAKE_ACCOUNTS = """

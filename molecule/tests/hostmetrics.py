@@ -45,3 +45,22 @@ def app_metrics(host) -> dict[str, float]:
         for name, value in process.items():
             totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+# prometheus-redis-exporter's port (exporters_redis_port).
+REDIS_EXPORTER = "http://127.0.0.1:9121/metrics"
+
+
+def redis_memory(host) -> dict[str, float]:
+    """Redis' used_memory and used_memory_dataset (bytes) and its keys, as Prometheus sees them."""
+    status, body = fetch(host, REDIS_EXPORTER)
+    assert status == 200, body
+
+    def total(pattern: str) -> float:
+        return sum(float(value) for value in re.findall(pattern, body, re.M))
+
+    return {
+        "used_memory": total(r"^redis_memory_used_bytes ([0-9.e+-]+)$"),
+        "used_memory_dataset": total(r"^redis_memory_used_dataset_bytes ([0-9.e+-]+)$"),
+        "keys": total(r"^redis_db_keys\{[^}]*\} ([0-9.e+-]+)$"),
+    }
