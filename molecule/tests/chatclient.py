@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 from websockets.asyncio.client import connect, unix_connect
+from websockets.exceptions import ConnectionClosed
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PASSWORD = "correct horse battery 9"
@@ -142,6 +143,28 @@ async def next_of_type(ws, kind: str, timeout: float = 10.0) -> dict:
                 return frame
 
 
+async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
+    """None once the socket's history shows the server admitted it; or else the
+    error frame it was refused with and the code it was then closed with."""
+    async with asyncio.timeout(timeout):
+        while (frame := json.loads(await ws.recv()))["type"] not in ("history", "error"):
+            pass
+        if frame["type"] == "history":
+            return None
+        try:
+            unexpected = await ws.recv()
+        except ConnectionClosed as closed:
+            return frame["error"], closed.rcvd.code if closed.rcvd else None
+    raise AssertionError(f"refused with {frame['error']!r}, yet still open: {unexpected!r}")
+
+
+def manage_shell(host, code: str):
+    """What `code`, run by the operator's `chatstack-manage shell`, printed last, as JSON."""
+    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
+    # The shell prints a line about its automatic imports first.
+    return json.loads(output.splitlines()[-1])
+
+
 def stored_messages(host, room: str) -> list[dict]:
     """What the host's database holds for a room, read with the operator's command."""
     code = (
@@ -149,9 +172,17 @@ def stored_messages(host, room: str) -> list[dict]:
         f"print(json.dumps(list(Message.objects.filter(room={room!r}).order_by('id')"
         ".values('id', 'author__username', 'text'))))"
     )
-    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
-    # The shell prints a line about its automatic imports first.
-    return json.loads(output.splitlines()[-1])
+    return manage_shell(host, code)
+
+
+def posted_by(host, username: str) -> list[tuple[str, float]]:
+    """(room, time stored as a Unix timestamp) of each message the account has posted."""
+    return manage_shell(
+        host,
+        "import json; from chatstack.chat.models import Message; "
+        "print(json.dumps([(m.room, m.created.timestamp()) for m in "
+        f"Message.objects.filter(author__username={username!r}).order_by('id')]))",
+    )
 
 
 def store_messages(host, room: str, username: str, texts: list[str]) -> None:
@@ -190,8 +221,7 @@ print(json.dumps(sessions))
 def sessions_made_on(host, names: list[str]) -> dict[str, str]:
     """A new account for each of `names`, made on the host: {name: its session key}."""
     code = f"NAMES = {json.dumps(json.dumps(names))}" + MAKE_ACCOUNTS
-    output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")
-    return json.loads(output.splitlines()[-1])
+    return manage_shell(host, code)
 
 
 def accounts_made_on(host, site: ChatSite, names: list[str]) -> list[Browser]:

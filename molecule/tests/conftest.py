@@ -83,6 +83,14 @@ def debian12_container(container) -> str:
     return container
 
 
+# The first of the host's Daphne processes.
+DAPHNE = "chatstack-daphne@7001.service"
+
+
+def main_pid(host, unit: str) -> int:
+    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+
+
 def daphne_units(host) -> list[str]:
     """The host's Daphne processes, e.g. ["chatstack-daphne@7001.service", ...]."""
     units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")

@@ -13,13 +13,12 @@ import uuid
 import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
-from conftest import daphne_units, published_https_url, systemd_state
+from conftest import DAPHNE, daphne_units, main_pid, published_https_url, systemd_state
+from hostmetrics import app_metrics
 from test_default import UNITS
-from test_observability import app_metrics
 
 pytestmark = pytest.mark.destructive
 
-DAPHNE = "chatstack-daphne@7001.service"
 RECOVERY_TIMEOUT = 60
 
 
@@ -30,10 +29,6 @@ def pair(chat_user):
     alice.open_room(room)
     bob.open_room(room)
     return alice, bob
-
-
-def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
 
 
 def assert_nothing_lost(host, users) -> None:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from chatclient import next_of_type
-from conftest import daphne_units
+from hostmetrics import app_metrics, daphne_ports, fetch
 from test_default import can_connect, container_address
 
 # port, metric lines that must be there (regular expressions), on every host.
@@ -43,23 +43,6 @@ PROMETHEUS = "http://127.0.0.1:9090"
 # What ss shows for a listener on every address: the exporters (Go) take
 # 0.0.0.0 as every IPv4 and IPv6 address.
 EVERY_ADDRESS = "*"
-
-
-FETCH = """
-import http.client, json, sys, urllib.parse
-url = urllib.parse.urlsplit(sys.argv[1])
-connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-connection.request("GET", url.path + ("?" + url.query if url.query else ""))
-response = connection.getresponse()
-print(response.status)
-print(response.read().decode())
-"""
-
-
-def fetch(host, url: str) -> tuple[int, str]:
-    """GET an http:// URL from inside the host, redirects not followed: (status, body)."""
-    status, _, body = host.check_output("python3 -c %s %s", FETCH, url).partition("\n")
-    return int(status), body
 
 
 def listen_address(host, port: int) -> str:
@@ -172,21 +155,6 @@ def test_prometheus_scrapes_each_daphne_process(host, container):
             if t["labels"]["job"] == "chatstack-daphne"
         }
     assert [t["lastError"] for t in daphne.values() if t["health"] != "up"] == []
-
-
-def daphne_ports(host) -> list[str]:
-    return sorted(re.search(r"@(\d+)\.service$", unit).group(1) for unit in daphne_units(host))
-
-
-def app_metrics(host) -> dict[str, float]:
-    """The chat's own metrics, summed over every Daphne process of the host."""
-    totals: dict[str, float] = {}
-    for port in daphne_ports(host):
-        status, body = fetch(host, f"http://127.0.0.1:{port}/metrics")
-        assert status == 200, body
-        for name, value in re.findall(r"^(chatstack_[^ ]+) ([0-9.e+-]+)$", body, re.M):
-            totals[name] = totals.get(name, 0.0) + float(value)
-    return totals
 
 
 def test_app_metrics_move_when_a_client_connects_and_sends(host, site):

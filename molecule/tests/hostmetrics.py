@@ -1,0 +1,66 @@
+"""Reading a host's HTTP endpoints and the chat's metrics from inside the host."""
+
+import re
+
+from conftest import daphne_units
+
+FETCH = """
+import http.client, json, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+connection.request("GET", url.path + ("?" + url.query if url.query else ""))
+response = connection.getresponse()
+print(response.status)
+print(response.read().decode())
+"""
+
+
+def fetch(host, url: str) -> tuple[int, str]:
+    """GET an http:// URL from inside the host, redirects not followed: (status, body)."""
+    status, _, body = host.check_output("python3 -c %s %s", FETCH, url).partition("\n")
+    return int(status), body
+
+
+def daphne_ports(host) -> list[str]:
+    return sorted(re.search(r"@(\d+)\.service$", unit).group(1) for unit in daphne_units(host))
+
+
+def daphne_metrics(host) -> dict[str, dict[str, float]]:
+    """The chat's own metrics of each Daphne process of the host, by port."""
+    metrics = {}
+    for port in daphne_ports(host):
+        status, body = fetch(host, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200, body
+        metrics[port] = {
+            name: float(value)
+            for name, value in re.findall(r"^(chatstack_[^ ]+) ([0-9.e+-]+)$", body, re.M)
+        }
+    return metrics
+
+
+def app_metrics(host) -> dict[str, float]:
+    """The chat's own metrics, summed over every Daphne process of the host."""
+    totals: dict[str, float] = {}
+    for process in daphne_metrics(host).values():
+        for name, value in process.items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
+# prometheus-redis-exporter's port (exporters_redis_port).
+REDIS_EXPORTER = "http://127.0.0.1:9121/metrics"
+
+
+def redis_memory(host) -> dict[str, float]:
+    """Redis' used_memory and used_memory_dataset (bytes) and its keys, as Prometheus sees them."""
+    status, body = fetch(host, REDIS_EXPORTER)
+    assert status == 200, body
+
+    def total(pattern: str) -> float:
+        return sum(float(value) for value in re.findall(pattern, body, re.M))
+
+    return {
+        "used_memory": total(r"^redis_memory_used_bytes ([0-9.e+-]+)$"),
+        "used_memory_dataset": total(r"^redis_memory_used_dataset_bytes ([0-9.e+-]+)$"),
+        "keys": total(r"^redis_db_keys\{[^}]*\} ([0-9.e+-]+)$"),
+    }
