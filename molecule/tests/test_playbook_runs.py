@@ -36,7 +36,10 @@ def test_check_mode_on_converged_host_changes_nothing(container, tmp_path):
         ('{"nginx_tls_mode": "acme", "nginx_acme_email": "ops@example.org"}', "nginx_acme_domains"),
     ],
 )
-def test_bad_inventory_values_stop_the_run_early(container, tmp_path, extra_vars, variable):
+def test_bad_inventory_values_stop_the_run_early(
+    debian12_container, tmp_path, extra_vars, variable
+):
+    container = debian12_container
     result, seconds = run_playbook(container, tmp_path, "-e", extra_vars)
     print(f"{variable}: refused after {seconds:.1f}s")
     assert result.returncode != 0
