@@ -75,7 +75,8 @@ demo-destroy: ## Remove the demo container
 	podman rm --force --ignore $(DEMO)
 
 docs: venv ## Write each role's README.md from its meta/argument_specs.yml
-	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace $$role markdown >/dev/null; done
+	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace \
+	    --output-template docs/aar-doc/README.md.j2 $$role markdown >/dev/null; done
 
 # The compiled catalog is committed next to the .po: the wheel, `runserver` and the tests then
 # need no build step, and test_catalog proves the .mo is the .po compiled (and complete).
