@@ -115,3 +115,12 @@ def test_the_app_role_names_a_missing_source_before_any_change(elsewhere):
     assert result.returncode != 0
     said = " ".join(result.stdout.split())
     assert f"app_source_dir ({elsewhere / 'nowhere'}, which needs pyproject.toml)" in said, said
+
+
+def test_the_readmes_site_playbook_loads_from_the_collection(elsewhere):
+    """The README's example for other projects must at least load, or its first reader is stuck."""
+    section = (ROOT / "README.md").read_text().split("## Using the roles from another project")[1]
+    blocks = [yaml.safe_load(block.split("```")[0]) for block in section.split("```yaml\n")[1:]]
+    plays = next(block for block in blocks if isinstance(block, list))
+    result = play(elsewhere, "site.yml", plays, "--syntax-check")
+    assert result.returncode == 0, result.stdout + result.stderr
