@@ -91,6 +91,14 @@ def test_this_repositorys_roles_path_is_not_seen(elsewhere):
     assert "the role 'app' was not found" in result.stdout + result.stderr
 
 
+def test_every_roles_readme_example_loads_from_the_collection(elsewhere, readme_examples):
+    """A role README's example that Ansible refuses would stop whoever starts from it."""
+    plays = [each for example in readme_examples.values() for each in example or []]
+    assert len(plays) >= len(ROLES), "a role README lacks its example play"
+    result = play(elsewhere, "examples.yml", plays, "--syntax-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def source_check(project: Path, **app_vars) -> subprocess.CompletedProcess:
     """The app role's check that it can build the app from source on the controller."""
     task = {

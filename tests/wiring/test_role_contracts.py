@@ -103,14 +103,6 @@ def test_the_handlers_it_notifies_elsewhere_are_named(role):
                 assert f"Notifies C({name})" in said, f"{role} notifies {name!r} unsaid"
 
 
-def readme_example(role: str) -> list:
-    """The play under the role README's "Example Playbook", parsed."""
-    readme = (ROOT / "roles" / role / "README.md").read_text()
-    found = re.search(r"^## Example Playbook\n+```yaml\n(.*?)^```", readme, flags=re.M | re.S)
-    assert found, f"{role}'s README has no example play"
-    return yaml.safe_load(found.group(1))
-
-
 def roles_named(plays: list) -> list[str]:
     names = []
     for play in plays:
@@ -124,9 +116,9 @@ def roles_named(plays: list) -> list[str]:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_the_readmes_example_is_a_play_of_this_collections_roles(role):
+def test_the_readmes_example_is_a_play_of_this_collections_roles(role, readme_examples):
     """Someone pasting a role's example into a playbook gets a play, not a YAML error."""
-    plays = readme_example(role)
+    plays = readme_examples[role]
     assert isinstance(plays, list) and all("hosts" in play for play in plays), plays
     named = roles_named(plays)
     assert f"{FQCN}{role}" in named, f"{role}'s example does not use it"
