@@ -24,6 +24,7 @@ DEMO_IMAGE := localhost/chatstack-debian12
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@printf '  %-16s %s\n' 'molecule-<name>' 'One Molecule scenario: $(SCENARIOS)'
 
 host-packages: ## Install the Debian packages the controller needs
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
@@ -75,7 +76,8 @@ demo-destroy: ## Remove the demo container
 	podman rm --force --ignore $(DEMO)
 
 docs: venv ## Write each role's README.md from its meta/argument_specs.yml
-	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace $$role markdown >/dev/null; done
+	for role in roles/*/; do $(BIN)/aar-doc --output-mode replace \
+	    --output-template docs/aar-doc/README.md.j2 $$role markdown >/dev/null; done
 
 # The compiled catalog is committed next to the .po: the wheel, `runserver` and the tests then
 # need no build step, and test_catalog proves the .mo is the .po compiled (and complete).
@@ -95,7 +97,7 @@ lint: venv docs ## yamllint, ansible-lint (production profile), ruff, role READM
 test-app: venv ## The app's tests (against a real redis-server)
 	cd app && ../$(BIN)/pytest -q
 
-test-wiring: venv ## The playbooks' wiring against fake inventories, no host contacted
+test-wiring: venv ## Wiring on fake inventories, role contracts, the collection installed: no host
 	$(BIN)/pytest -q -p no:cacheprovider -p no:asyncio tests/wiring
 
 test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: no containers
@@ -126,7 +128,7 @@ molecule-%: venv images
 	    || { echo "== molecule scenario $* FAILED $$(date -u +%T)" | tee -a build/molecule/$*.log; exit 1; }
 	@echo "== molecule scenario $* passed $$(date -u +%T)" | tee -a build/molecule/$*.log
 
-test-e2e: molecule-resilience ## Browser tests, faults, abusive clients and backup/restore
+test-e2e: molecule-resilience ## The destructive tests: faults, abusive clients, backup/restore
 
 test-cluster: molecule-cluster ## Five hosts: lb, two app hosts, redis, db; rolling deploy
 

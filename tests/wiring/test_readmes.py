@@ -22,6 +22,8 @@ SECTIONS = {
     "Limits and abuse": "限制与滥用",
     "Operating": "运维",
     "Role variables": "角色变量",
+    "Using the roles from another project": "在其他项目中使用这些角色",
+    "Working on chatstack": "参与 chatstack 开发",
     "Development": "开发",
 }
 
