@@ -97,11 +97,12 @@ def launch_chromium(playwright: Playwright) -> Browser:
 class ChatUser:
     """One person in one browser profile (context): own cookies, one tab."""
 
-    def __init__(self, browser: Browser, base_url: str, username: str):
+    def __init__(self, browser: Browser, base_url: str, username: str, locale: str = "en-US"):
         self.base_url = base_url
         self.username = username
-        # The test host's certificate is self-signed.
-        self.context = browser.new_context(ignore_https_errors=True)
+        # The test host's certificate is self-signed. The locale is what the
+        # browser asks for in Accept-Language.
+        self.context = browser.new_context(ignore_https_errors=True, locale=locale)
         self.context.add_init_script(RECORD_STATES)
         self.page = self.context.new_page()
         self.dialogs: list[str] = []

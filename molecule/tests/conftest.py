@@ -166,8 +166,8 @@ def chat_user(host, chromium, https_base_url):
     would meet it, sooner on a faster machine."""
     users = []
 
-    def make(sign_up: bool = False) -> ChatUser:
-        user = ChatUser(chromium, https_base_url, f"t{uuid.uuid4().hex[:12]}")
+    def make(sign_up: bool = False, locale: str = "en-US") -> ChatUser:
+        user = ChatUser(chromium, https_base_url, f"t{uuid.uuid4().hex[:12]}", locale)
         users.append(user)
         if sign_up:
             user.signup()

@@ -181,3 +181,16 @@ def test_keyboard_only_send(chat_user):
 
 BOX = "document.getElementById('chat-message-input')"
 FOCUS_IN_BOX = f"() => document.activeElement === {BOX}"
+
+
+def test_a_browser_asking_for_chinese_gets_the_room_in_chinese(chat_user):
+    """A reader whose browser asks for Chinese must see the room page, including what its
+    script writes (the connection state), in Chinese -- not an English page."""
+    reader = chat_user(locale="zh-CN")
+    reader.open_room(new_room())
+    page = reader.page
+    assert page.evaluate("document.documentElement.lang") == "zh-hans"
+    strings = page.evaluate("JSON.parse(document.getElementById('chat-strings').textContent)")
+    assert page.locator("#connection-state").text_content() == strings["connected"]
+    assert any("\u4e00" <= character <= "\u9fff" for character in strings["connected"]), strings
+    reader.screenshots_light_and_dark("browser-room-zh-hans")
