@@ -352,6 +352,7 @@ def needs_alertmanager(host) -> None:
 
 
 def test_alertmanager_listens_on_loopback_only(host):
+    """Alertmanager's API can silence every alert: nobody outside the host may reach it."""
     needs_alertmanager(host)
     assert listen_address(host, 9093) == "127.0.0.1"
     # A single instance: no cluster port (9094) that others could gossip with.
@@ -408,12 +409,13 @@ def test_stopped_redis_reaches_the_webhook(host, container, webhook_sink, record
     stopped = time.monotonic()
     host.check_output("systemctl stop redis-server")
     try:
-        (alert,) = wait_until(
+        # The first delivery; a slow poll may also see the group's next one.
+        alert = wait_until(
             redis_down_delivered,
             rule["duration"] + DELIVERY_BOUND,
             "RedisDown delivered to the webhook",
             interval=2,
-        )
+        )[0]
         record_time("Redis stopped until RedisDown reached the webhook", time.monotonic() - stopped)
     finally:
         host.check_output("systemctl start redis-server")
