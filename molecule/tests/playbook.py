@@ -53,7 +53,13 @@ def run_playbook(
         *args,
     ]
     started = time.monotonic()
-    result = subprocess.run(
+    result = run_ansible(command)
+    return result, time.monotonic() - started
+
+
+def run_ansible(command: list[str]) -> subprocess.CompletedProcess:
+    """An Ansible command with the project's configuration, output captured."""
+    return subprocess.run(
         command,
         capture_output=True,
         text=True,
@@ -65,7 +71,28 @@ def run_playbook(
         },
         timeout=600,
     )
-    return result, time.monotonic() - started
+
+
+def render_role_template(container: str, role: str, template: str, dest: str, **variables):
+    """The role's template written to dest on the container, with the role's defaults
+    and `variables` (no inventory): the finished `ansible` process."""
+    command = [
+        str(Path(sys.executable).with_name("ansible")),
+        "all",
+        "-i",
+        f"{container},",
+        "-c",
+        "containers.podman.podman",
+        "-m",
+        "ansible.builtin.template",
+        "-a",
+        f"src={ROOT}/roles/{role}/templates/{template} dest={dest}",
+        "-e",
+        f"@{ROOT}/roles/{role}/defaults/main.yml",
+        "-e",
+        json.dumps(variables),
+    ]
+    return run_ansible(command)
 
 
 def recap(output: str, container: str) -> dict[str, int]:

@@ -7,9 +7,12 @@ import time
 import uuid
 
 import pytest
+import yaml
 from chatclient import next_of_type
-from hostmetrics import app_metrics, daphne_ports, fetch
+from hostmetrics import REDIS_EXPORTER, app_metrics, daphne_ports, fetch
+from playbook import render_role_template
 from test_default import can_connect, container_address
+from waiting import wait_until
 
 # port, metric lines that must be there (regular expressions), on every host.
 EXPORTERS = {
@@ -320,6 +323,193 @@ def test_alert_rules_fire_on_what_they_describe(host):
         result = host.run(f"promtool test rules {path}")
         assert result.rc == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout
+    finally:
+        host.run(f"rm -f {path}")
+
+
+ALERTMANAGER = "http://127.0.0.1:9093"
+ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
+# A webhook receiver: each POST body (one JSON document) becomes a line of the file.
+WEBHOOK_SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[2], "ab") as deliveries:
+            deliveries.write(body.strip() + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+# Beyond the rule's for:, a scrape and an evaluation (15 s each), the group's
+# wait or interval (molecule inventory: 5 s, 30 s) and a slow shared CPU.
+DELIVERY_BOUND = 120
+
+
+def needs_alertmanager(host) -> None:
+    if not host.service("prometheus-alertmanager").is_running:
+        pytest.skip("this host is not in the monitoring group")
+
+
+def test_alertmanager_listens_on_loopback_only(host):
+    """Alertmanager's API can silence every alert: nobody outside the host may reach it."""
+    needs_alertmanager(host)
+    assert listen_address(host, 9093) == "127.0.0.1"
+    # A single instance: no cluster port (9094) that others could gossip with.
+    assert host.check_output("ss -Hlntu 'sport = :9094'") == ""
+    status, body = fetch(host, ALERTMANAGER + "/api/v2/status")
+    assert status == 200
+    assert json.loads(body)["cluster"]["status"] == "disabled"
+
+
+@pytest.fixture
+def webhook_sink(host):
+    """The path of the file that collects what the molecule inventory's webhook URL
+    receives, while a sink listens there."""
+    needs_alertmanager(host)
+    config = yaml.safe_load(host.file(ALERTMANAGER_CONFIG).content_string)
+    (url,) = [hook["url"] for hook in config["receivers"][0]["webhook_configs"]]
+    port = int(url.split(":")[2].split("/")[0])
+    script = host.check_output("mktemp --suffix=.py")
+    deliveries = host.check_output("mktemp")
+    unit = f"chatstack-test-webhook-{uuid.uuid4().hex[:8]}"
+    host.check_output("printf '%%s' %s > %s", WEBHOOK_SINK, script)
+    host.check_output(f"systemd-run --unit={unit} --collect python3 {script} {port} {deliveries}")
+    try:
+        wait_until(
+            lambda: host.socket(f"tcp://127.0.0.1:{port}").is_listening, 10, "the sink listens"
+        )
+        yield deliveries
+    finally:
+        host.run(f"systemctl stop {unit}")
+        host.run(f"rm -f {script} {deliveries}")
+
+
+def delivered_alerts(host, deliveries: str) -> list[dict]:
+    """Every alert of every webhook delivery so far."""
+    bodies = host.file(deliveries).content_string.splitlines()
+    return [alert for body in bodies for alert in json.loads(body)["alerts"]]
+
+
+HANDSHAKE = """
+import socket, sys
+request = (
+    "GET /ws/chat/handshake/ HTTP/1.1\\r\\nHost: localhost\\r\\n"
+    "Upgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n"
+    "Origin: https://localhost\\r\\n\\r\\n"
+)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as raw:
+    raw.sendall(request.encode())
+    print(raw.recv(12).decode())
+"""
+
+
+def handshake(host, port: str) -> int | None:
+    """The status of a WebSocket handshake (without a session) straight to a Daphne
+    port; None while nothing answers there."""
+    result = host.run("python3 -c %s %s", HANDSHAKE, port)
+    return int(result.stdout.split()[1]) if result.rc == 0 else None
+
+
+def test_stopped_redis_reaches_the_webhook(host, container, webhook_sink, record_time):
+    """With Redis stopped, chat messages are not delivered: the operator's webhook must
+    hear of it (RedisDown, naming this host) within the rule's for: plus a bound."""
+    rules = prometheus_api(host, "/api/v1/rules")["groups"]
+    (rule,) = [r for group in rules for r in group["rules"] if r["name"] == "RedisDown"]
+
+    def redis_down_delivered():
+        return [
+            alert
+            for alert in delivered_alerts(host, webhook_sink)
+            if alert["status"] == "firing"
+            and alert["labels"]["alertname"] == "RedisDown"
+            and alert["labels"]["instance"] == container
+        ]
+
+    stopped = time.monotonic()
+    host.check_output("systemctl stop redis-server")
+    try:
+        # The first delivery; a slow poll may also see the group's next one.
+        alert = wait_until(
+            redis_down_delivered,
+            rule["duration"] + DELIVERY_BOUND,
+            "RedisDown delivered to the webhook",
+            interval=2,
+        )[0]
+        record_time("Redis stopped until RedisDown reached the webhook", time.monotonic() - stopped)
+    finally:
+        host.check_output("systemctl start redis-server")
+        wait_until(
+            lambda: re.search(r"^redis_up 1$", fetch(host, REDIS_EXPORTER)[1], re.M),
+            30,
+            "Redis answers its exporter again",
+        )
+        # After an outage of a minute or more the app's idle Redis connections are
+        # dead, and each fails one request (a WebSocket handshake answers 500) before
+        # it reconnects; browsers retry, the later tests' scripted clients would
+        # not. Until the app retries by itself, they start from fresh processes.
+        host.check_output("systemctl restart 'chatstack-daphne@*'")
+        wait_until(
+            lambda: all(handshake(host, port) == 403 for port in daphne_ports(host)),
+            60,
+            "every Daphne process refuses a handshake without a session (not 500) again",
+        )
+    assert alert["annotations"]["summary"] == f"Redis on {container} is unreachable"
+
+
+def test_a_down_host_holds_back_its_unit_alerts(host):
+    """An operator whose host is down hears that once, not once per stopped service."""
+    needs_alertmanager(host)
+    instance = f"gone-{uuid.uuid4().hex[:8]}"
+    amtool = f"amtool --alertmanager.url={ALERTMANAGER} alert add --end=$(date -d +2min -Is)"
+    host.check_output(f"{amtool} alertname=TargetDown job=node instance={instance}")
+    host.check_output(f"{amtool} alertname=UnitDown name=redis-server.service instance={instance}")
+    elsewhere = f"{instance}-up"
+    host.check_output(f"{amtool} alertname=UnitDown name=redis-server.service instance={elsewhere}")
+
+    def states():
+        query = "?filter=alertname%3D%22UnitDown%22"
+        status, body = fetch(host, ALERTMANAGER + "/api/v2/alerts" + query)
+        assert status == 200
+        found = {
+            alert["labels"]["instance"]: alert["status"]["state"] for alert in json.loads(body)
+        }
+        return found if {instance, elsewhere} <= set(found) else None
+
+    found = wait_until(states, 10, "both UnitDown alerts known")
+    assert found[instance] == "suppressed", "a down host's unit alert was sent as well"
+    assert found[elsewhere] == "active", "a unit alert of a host that is up was held back"
+
+
+def test_alertmanager_accepts_an_smtp_relay(host, container):
+    """An operator who sets an SMTP relay gets a configuration Alertmanager loads, with
+    the password never printed."""
+    needs_alertmanager(host)
+    path = host.check_output("mktemp --suffix=.yml")
+    password = f"secret-{uuid.uuid4().hex}"
+    try:
+        result = render_role_template(
+            container,
+            "alertmanager",
+            "alertmanager.yml.j2",
+            path,
+            alertmanager_smtp_smarthost="smtp.example.org:587",
+            alertmanager_smtp_from="alerts@example.org",
+            alertmanager_email_to=["ops@example.org", "oncall@example.org"],
+            alertmanager_smtp_auth_username="alerts",
+            alertmanager_smtp_auth_password=password,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert password not in result.stdout + result.stderr
+        check = host.run(f"amtool check-config {path}")
+        assert check.rc == 0, check.stdout + check.stderr
+        assert password not in check.stdout + check.stderr
+        config = yaml.safe_load(host.file(path).content_string)
+        assert config["global"]["smtp_smarthost"] == "smtp.example.org:587"
+        assert config["receivers"][0]["email_configs"][0]["to"] == (
+            "ops@example.org, oncall@example.org"
+        )
     finally:
         host.run(f"rm -f {path}")
 
