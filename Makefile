@@ -12,8 +12,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Debian packages the controller needs; installed only when missing.
 # gettext: `make messages` and the app's catalog tests (xgettext, msgmerge, msgfmt).
+# fonts-wqy-microhei: Chinese glyphs for the browser tests' screenshots (boxes without).
 HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium openssh-client \
-                 gettext
+                 gettext fonts-wqy-microhei
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEMO := chatstack-demo
