@@ -1,6 +1,7 @@
 """Runs the project's playbooks against a test host from inside a test."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,19 +16,48 @@ ROOT = Path(__file__).resolve().parents[2]
 SINGLE_HOST_GROUPS = ("standalone", "lb", "app", "redis")
 
 
-def podman_inventory(hosts: str | dict[str, list[str]], tmp_path: Path) -> Path:
-    """An inventory of Podman containers with Molecule's group vars.
+def connection(container: str, over_podman: bool = False) -> dict[str, str]:
+    """How a test's run reaches the container: the way the scenario's converge did.
+
+    A container with sshd's port 2222 published was made a server by
+    molecule/fresh-server.yml: over SSH as admin, with the key and known_hosts
+    it wrote. Any other container, or `over_podman`: podman exec as root.
+    """
+    ssh_dir = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "ssh")
+    forward = subprocess.run(
+        ["podman", "port", container, "2222/tcp"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if over_podman or not forward or not (ssh_dir / "admin").exists():
+        return {"ansible_connection": "containers.podman.podman"}
+    address, port = forward[0].rsplit(":", 1)
+    return {
+        "ansible_connection": "ssh",
+        "ansible_host": address,
+        "ansible_port": port,
+        "ansible_user": "admin",
+        "ansible_ssh_private_key_file": str(ssh_dir / "admin"),
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh_dir / 'known_hosts'}"
+        " -o StrictHostKeyChecking=yes",
+    }
+
+
+def inventory_for(
+    hosts: str | dict[str, list[str]], tmp_path: Path, over_podman: bool = False
+) -> Path:
+    """An inventory of the test containers with Molecule's group vars.
 
     `hosts` is one container (put in every group) or {group: [containers]}.
     """
     groups = {group: [hosts] for group in SINGLE_HOST_GROUPS} if isinstance(hosts, str) else hosts
     inventory = tmp_path / "inventory"
     inventory.mkdir()
-    children = {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()}
-    chatstack = {"vars": {"ansible_connection": "containers.podman.podman"}, "children": children}
+    children = {
+        group: {"hosts": {member: connection(member, over_podman) for member in members}}
+        for group, members in groups.items()
+    }
     # JSON is YAML, and needs no quoting rules.
     (inventory / "hosts.yml").write_text(
-        json.dumps({"all": {"children": {"chatstack": chatstack}}})
+        json.dumps({"all": {"children": {"chatstack": {"children": children}}}})
     )
     (inventory / "group_vars").symlink_to(ROOT / "inventory/molecule/group_vars")
     return inventory
@@ -38,13 +68,14 @@ def run_playbook(
     tmp_path: Path,
     *args: str,
     playbook: str = "site.yml",
+    over_podman: bool = False,
 ):
-    """ansible-playbook against Podman containers (see podman_inventory), or with
+    """ansible-playbook against test containers (see inventory_for), or with
     the inventory at `hosts` when it is a path.
 
     Returns the finished process and its wall time.
     """
-    inventory = hosts if isinstance(hosts, Path) else podman_inventory(hosts, tmp_path)
+    inventory = hosts if isinstance(hosts, Path) else inventory_for(hosts, tmp_path, over_podman)
     command = [
         str(Path(sys.executable).with_name("ansible-playbook")),
         "-i",

@@ -87,24 +87,29 @@ def test_no_swap_file_by_default(host):
     assert "/swapfile" not in host.file("/etc/fstab").content_string
 
 
-def ssh_to(address: str, *options: str) -> subprocess.CompletedProcess:
+def ssh_to(address: str, port: str, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-p", port,
          *options, f"root@{address}", "true"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 
 def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path):
-    """Podman logs in as root without a key: the lock-down refuses, and applies with a key."""
+    """Podman logs in as root without a key: the lock-down refuses, and applies with a key.
+
+    Through podman exec whatever the scenario's connection: the subject is a login
+    without a key (the ssh scenario proves the operator's path)."""
     # On both releases: Debian 13's OpenSSH is a major version newer.
     lockdown = json.dumps({"baseline_ssh_lockdown": True})
     keys = "/root/.ssh/authorized_keys"
     assert not host.file(keys).exists, "the test needs a host where root has no key yet"
 
     (tmp_path / "refused").mkdir()
-    result, seconds = run_playbook(container, tmp_path / "refused", "-e", lockdown)
+    result, seconds = run_playbook(
+        container, tmp_path / "refused", "-e", lockdown, over_podman=True
+    )
     print(f"lock-down without a key: refused after {seconds:.1f}s")
     assert result.returncode != 0
     said = " ".join(result.stdout.split())
@@ -139,7 +144,9 @@ def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path)
         not_listed = json.dumps(
             {"baseline_ssh_lockdown": True, "baseline_ssh_allowed_users": ["admin"]}
         )
-        result, _ = run_playbook(container, tmp_path / "not-listed", "-e", not_listed)
+        result, _ = run_playbook(
+            container, tmp_path / "not-listed", "-e", not_listed, over_podman=True
+        )
         assert result.returncode != 0
         assert (
             "root, the user this run logs in as, is not in baseline_ssh_allowed_users"
@@ -148,7 +155,7 @@ def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path)
 
         (tmp_path / "applied").mkdir()
         result, seconds = run_playbook(
-            container, tmp_path / "applied", "--tags", "baseline", "-e", lockdown
+            container, tmp_path / "applied", "--tags", "baseline", "-e", lockdown, over_podman=True
         )
         print(f"lock-down with a key: applied in {seconds:.1f}s")
         assert result.returncode == 0, result.stdout
@@ -157,16 +164,23 @@ def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path)
         assert "kbdinteractiveauthentication no" in effective
         assert "permitrootlogin without-password" in effective
         assert "allowusers root" in effective
+        # The port sshd listens on: 22, or a provider's own (fresh-server.yml's 2222).
+        port = next(line.split()[1] for line in effective.splitlines() if line.startswith("port "))
         # Over the network, from the controller: the key gets in, nothing else is offered.
         assert (
-            ssh_to(address, "-i", str(tmp_path / "key"), "-o", "IdentitiesOnly=yes").returncode == 0
+            ssh_to(
+                address, port, "-i", str(tmp_path / "key"), "-o", "IdentitiesOnly=yes"
+            ).returncode
+            == 0
         )
-        password = ssh_to(address, "-o", "PubkeyAuthentication=no")
+        password = ssh_to(address, port, "-o", "PubkeyAuthentication=no")
         assert password.returncode == 255
         assert "Permission denied (publickey)" in password.stderr
     finally:
         (tmp_path / "restored").mkdir()
-        result, _ = run_playbook(container, tmp_path / "restored", "--tags", "baseline")
+        result, _ = run_playbook(
+            container, tmp_path / "restored", "--tags", "baseline", over_podman=True
+        )
         host.run(f"rm -f {keys}")
     # Switched off again, sshd is back to Debian's settings.
     assert result.returncode == 0, result.stdout

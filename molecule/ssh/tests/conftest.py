@@ -1,7 +1,7 @@
 """Fixtures for the ssh scenario: one host reached over SSH as an operator reaches a server.
 
 Run by Molecule's testinfra verifier, which sets MOLECULE_EPHEMERAL_DIRECTORY:
-the scenario's inventory, keys and known_hosts live there (prepare.yml).
+the scenario's inventory, keys and known_hosts live there (molecule/fresh-server.yml).
 Every login here is a new SSH connection (no ControlMaster), as after the
 run: a firewall that drops new connections cannot hide behind one kept open.
 """
