@@ -154,3 +154,20 @@ async def test_messages_of_the_previous_release_are_delivered(ws, alice):
     )
 
     assert await messages(chat, 1) == ["from v1"]
+
+
+async def test_a_redis_restart_fails_no_handshake_or_post(ws, alice, bob, redis_client):
+    """After Redis dropped every connection (a restart, an outage), the next person to
+    open the room must get in and have their message delivered, not be refused
+    (an HTTP 500 on the handshake) or see the post fail."""
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+
+    # Every pooled connection of the app: presence, limits and the channel layer.
+    assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+    await bob_chat.send_json_to({"message": "after the restart"})
+
+    assert await messages(bob_chat, 1) == ["after the restart"]
+    assert await messages(alice_chat, 1) == ["after the restart"]
