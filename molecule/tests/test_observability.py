@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import yaml
-from chatclient import next_of_type, post_once
+from chatclient import accounts_made_on, next_of_type, post_once
 from hostmetrics import REDIS_EXPORTER, app_metrics, daphne_ports, fetch
 from playbook import render_role_template
 from test_default import can_connect, container_address
@@ -450,8 +450,7 @@ def test_stopped_redis_reaches_the_webhook(host, container, site, webhook_sink, 
     # each must retry on a fresh one, so no poll here: one try each.
     statuses = {port: handshake(host, port) for port in daphne_ports(host)}
     assert set(statuses.values()) == {403}, f"handshakes failed after Redis returned: {statuses}"
-    user = site.session()
-    user.signup(f"t{uuid.uuid4().hex[:12]}")
+    (user,) = accounts_made_on(host, site, [f"t{uuid.uuid4().hex[:12]}"])
     echoed = post_once(user, f"redis{uuid.uuid4().hex[:8]}", "after the outage")
     assert echoed["message"] == "after the outage", "a post failed after Redis returned"
     assert alert["annotations"]["summary"] == f"Redis on {container} is unreachable"
