@@ -51,7 +51,8 @@
   const baseTitle = document.title;
   const maxLength = input.maxLength;
   // The outbox and the box's text outlive a reload of this tab (not the tab).
-  const OUTBOX_KEY = `chatstack:outbox:${roomName}`;
+  // Keyed by account too: whoever signs in next in this tab must not send them.
+  const OUTBOX_KEY = `chatstack:outbox:${me}:${roomName}`;
   // Whether the reader turned notifications on; the browser keeps the permission.
   const NOTIFY_KEY = "chatstack:notify";
 
