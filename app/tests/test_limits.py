@@ -140,6 +140,17 @@ async def test_released_socket_frees_its_place_and_the_key_expires(redis_client,
     assert await AccountSockets(3, "r", "p!2").admit() is None
 
 
+async def test_a_repeated_admission_counts_the_socket_once(redis_client, settings):
+    """redis-py repeats an admission whose reply a dropped connection lost: the socket
+    that took the account's last place must not be refused by its own first run."""
+    settings.CHATSTACK_ACCOUNT_MAX_CONNECTIONS = 1
+    socket = AccountSockets(4, "r", "p!1")
+    assert await socket.admit() is None
+    assert await socket.admit() is None, "a socket refused by its own retried admission"
+    assert redis_client.zcard(socket.key) == 1
+    assert await AccountSockets(4, "r", "p!2").admit() is Refusal.TOO_MANY_CONNECTIONS
+
+
 async def test_rooms_cap_counts_distinct_rooms(settings):
     settings.CHATSTACK_ACCOUNT_MAX_CONNECTIONS = 10
     settings.CHATSTACK_ACCOUNT_MAX_ROOMS = 2

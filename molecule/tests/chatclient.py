@@ -143,6 +143,18 @@ async def next_of_type(ws, kind: str, timeout: float = 10.0) -> dict:
                 return frame
 
 
+def post_once(user: Browser, room: str, text: str) -> dict:
+    """Opens the room, posts `text` and returns the message frame the server echoes."""
+
+    async def post() -> dict:
+        async with user.websocket(room) as socket:
+            await next_of_type(socket, "history")
+            await socket.send(json.dumps({"message": text}))
+            return await next_of_type(socket, "message")
+
+    return asyncio.run(post())
+
+
 async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
     """None once the socket's history shows the server admitted it; or else the
     error frame it was refused with and the code it was then closed with."""
