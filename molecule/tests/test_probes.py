@@ -2,6 +2,7 @@
 
 import re
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hostmetrics import PROMETHEUS, daphne_ports, fetch, prometheus_api
@@ -85,8 +86,9 @@ def test_websocket_probe_reaches_daphne(host):
     answered = probe(host, "websocket")
     assert answered["probe_success"] == 1
     assert answered["probe_http_status_code"] == 403
-    units = "chatstack-daphne@*"
-    host.check_output(f"systemctl stop '{units}'")
+    # Stopped units drop out of systemd's list: name them before.
+    units = " ".join(f"chatstack-daphne@{port}" for port in daphne_ports(host))
+    host.check_output(f"systemctl stop {units}")
     try:
         stopped = probe(host, "websocket")
         assert stopped["probe_success"] == 0
@@ -94,9 +96,7 @@ def test_websocket_probe_reaches_daphne(host):
         assert stopped["probe_http_status_code"] == 502
         assert probe(host, "healthz")["probe_success"] == 1
     finally:
-        host.check_output(
-            "systemctl start " + " ".join(f"chatstack-daphne@{p}" for p in daphne_ports(host))
-        )
+        host.check_output(f"systemctl start {units}")
         wait_until(
             lambda: probe(host, "websocket")["probe_success"] == 1,
             60,
@@ -144,7 +144,7 @@ def test_admin_login_refusals_are_counted(host):
     Prometheus, without reading logs."""
     before = refusals(host, "/admin/login/")
     # More than the zone's burst (nginx_login_burst, 10) within a second.
-    statuses = host.check_output("python3 -c %s %s %s", POSTS, "/admin/login/", 20).split()
+    statuses = host.check_output("python3 -c %s %s 20", POSTS, "/admin/login/").split()
     refused = statuses.count("429")
     assert refused > 0, statuses
     counted = wait_until(
@@ -168,3 +168,18 @@ def test_console_page_shows_the_site(host, container):
     assert re.search(r'<td class="probe-websocket">ok</td>', page)
     assert re.search(r'<td class="certificate">\d+d ', page)
     assert re.search(r'<td class="redis-memory">[0-9.]+%</td>', page)
+
+
+CONSOLE = Path(__file__).parents[2] / "roles/prometheus/templates/chatstack-console.html.j2"
+
+
+def test_every_console_query_names_metrics_prometheus_has(host):
+    """A console row whose metric was renamed or is never scraped shows "-" forever, and
+    nobody notices. (The refusal test above makes Nginx's refusal counter exist.)"""
+    names = set(re.findall(r"\b(?:chatstack|probe|redis|apt|node)_[a-z_]+", CONSOLE.read_text()))
+    wait_until(
+        lambda: names <= set(prometheus_api(host, "/api/v1/label/__name__/values")),
+        SCRAPE_BOUND,
+        f"Prometheus has every metric the console page queries, {sorted(names)}",
+        interval=3,
+    )
