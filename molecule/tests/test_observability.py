@@ -32,9 +32,9 @@ EXPORTERS = {
             r'^node_systemd_unit_state\{name="nginx\.service",state="active".*\} 1$',
             r'^node_systemd_unit_state\{name="chatstack-daphne@7001\.service",'
             r'state="active".*\} 1$',
-            # Debian's apt collector, through the textfile directory (Debian 13 writes 0.0).
+            # Debian's apt collector, through the textfile directory.
             r"^apt_upgrades_pending\{",
-            r"^node_reboot_required [01](\.0)?$",
+            r"^node_reboot_required [01]$",
         ],
     ),
     "nginx": (9113, [r"^nginx_up 1$", r"^nginx_connections_active \d+$"]),
