@@ -371,6 +371,9 @@ def test_prometheus_on_the_lb_scrapes_every_host_of_the_cluster():
         ("prometheus", LB),
         *(("node", host) for host in [LB, *APP_HOSTS, REDIS, DB]),
         ("nginx", LB),
+        ("mtail", LB),
+        # The probes of the site, named after the load balancer they reach.
+        ("blackbox", LB),
         ("redis", REDIS),
         ("postgres", DB),
         *(("chatstack-daphne", host) for host in APP_HOSTS),
