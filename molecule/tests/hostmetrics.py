@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import daphne_units
+from testhost import daphne_units
 
 FETCH = """
 import http.client, json, sys, urllib.parse

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from testhost import podman_result
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,9 +26,7 @@ def connection(container: str, over_podman: bool = False) -> dict[str, str]:
     it wrote. Any other container, or `over_podman`: podman exec as root.
     """
     ssh_dir = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "ssh")
-    forward = subprocess.run(
-        ["podman", "port", container, "2222/tcp"], capture_output=True, text=True, check=False
-    ).stdout.split()
+    forward = podman_result("port", container, "2222/tcp").stdout.split()
     if over_podman or not forward or not (ssh_dir / "admin").exists():
         return {"ansible_connection": "containers.podman.podman"}
     address, port = forward[0].rsplit(":", 1)

@@ -19,7 +19,7 @@ from hostmetrics import (
     prometheus_api,
 )
 from playbook import render_role_template
-from test_default import can_connect, container_address
+from testhost import can_connect, container_address
 from waiting import wait_until
 
 # port, metric lines that must be there (regular expressions), on every host.
@@ -122,17 +122,16 @@ def targets(host) -> list[dict]:
 def test_prometheus_scrapes_every_exporter(host, container):
     if not host.service("prometheus").is_running:
         pytest.skip("this host is not in the monitoring group")
+
     # The app's own /metrics is another piece of work: its targets are checked below.
-    deadline = time.monotonic() + 90
-    while True:
+    def exporters_if_all_up() -> list[dict] | None:
         exporters = [t for t in targets(host) if t["labels"]["job"] != "chatstack-daphne"]
         down = [
             (t["labels"], t["health"], t["lastError"]) for t in exporters if t["health"] != "up"
         ]
-        if not down or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    assert down == []
+        return None if down else exporters
+
+    exporters = wait_until(exporters_if_all_up, 90, "every exporter scraped", interval=3)
     jobs = {t["labels"]["job"] for t in exporters}
     assert jobs == {"prometheus", "node", "nginx", "redis", "mtail", "blackbox"}
     assert {t["labels"]["instance"] for t in exporters} == {container}
@@ -153,15 +152,14 @@ def test_prometheus_scrapes_each_daphne_process(host, container):
         f"http://127.0.0.1:{port}/metrics" for port in ports
     }
     assert fetch(host, f"http://127.0.0.1:{ports[0]}/metrics")[0] == 200
-    deadline = time.monotonic() + 60
-    while any(t["health"] != "up" for t in daphne.values()) and time.monotonic() < deadline:
-        time.sleep(3)
-        daphne = {
-            t["labels"]["instance"]: t
-            for t in targets(host)
-            if t["labels"]["job"] == "chatstack-daphne"
-        }
-    assert [t["lastError"] for t in daphne.values() if t["health"] != "up"] == []
+    wait_until(
+        lambda: all(
+            t["health"] == "up" for t in targets(host) if t["labels"]["job"] == "chatstack-daphne"
+        ),
+        60,
+        "Prometheus scrapes every Daphne process",
+        interval=3,
+    )
 
 
 def test_app_metrics_move_when_a_client_connects_and_sends(host, site):
@@ -432,11 +430,7 @@ def through_nginx(host, path: str) -> int:
 
 def wait_for_journal_lines(host, unit: str, marker: str) -> list[str]:
     """The unit's journal lines with marker, once there are any (at most 10 s)."""
-    for _ in range(20):
-        lines = journal_lines(host, unit, marker)
-        if lines:
-            break
-        time.sleep(0.5)
+    lines = wait_until(lambda: journal_lines(host, unit, marker), 10, f"{unit} logs {marker}")
     print(lines)
     return lines
 
@@ -485,8 +479,8 @@ def test_nginx_logs_are_rotated(host):
     # Nginx reopened its logs (the rule's postrotate): new requests land in the new file.
     marker = uuid.uuid4().hex
     through_nginx(host, f"/healthz?{marker}")
-    for _ in range(20):
-        if marker in host.file("/var/log/nginx/access.log").content_string:
-            break
-        time.sleep(0.5)
-    assert marker in host.file("/var/log/nginx/access.log").content_string
+    wait_until(
+        lambda: marker in host.file("/var/log/nginx/access.log").content_string,
+        10,
+        "Nginx logs to the new access.log after rotation",
+    )

@@ -9,16 +9,14 @@ import asyncio
 import json
 import ssl
 import stat
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import testinfra
 from chatclient import ChatSite, next_of_type, stored_messages
-from conftest import published_https_url, systemd_state
 from playbook import run_playbook
-from test_default import UNITS
+from testhost import UNITS, podman, published_https_url, systemd_state
 
 pytestmark = [pytest.mark.destructive, pytest.mark.destroys_host]
 
@@ -29,12 +27,6 @@ def playbook(name: str, container: str, tmp_path: Path, *args: str) -> None:
     result, seconds = run_playbook(container, run_dir, *args, playbook=name)
     print(f"{name} on {container}: {seconds:.0f}s")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-
-
-def podman(*args: str, timeout: float = 120) -> str:
-    return subprocess.run(
-        ["podman", *args], check=True, capture_output=True, text=True, timeout=timeout
-    ).stdout.strip()
 
 
 def site_of(host, container: str) -> ChatSite:
