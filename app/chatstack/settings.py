@@ -153,7 +153,7 @@ if DB_ENGINE == "sqlite":
             },
         }
     }
-    # Chat messages are written under this lock (chat.consumers.writer_lock).
+    # Chat messages are written under this lock (chat.history.writer_lock).
     CHATSTACK_SQLITE_WRITER_LOCK = f"{DATABASES['default']['NAME']}-writer.lock"
 else:
     DATABASES = {

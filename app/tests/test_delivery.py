@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chatstack.chat import consumers, latest
+from chatstack.chat import history, latest
 from chatstack.chat.rooms import group_name
 
 from .wsutil import joined, receive
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def lost_post(room: str, author, text: str) -> int:
     """A message stored as a post stores it, whose broadcast the layer lost."""
-    message, _, _ = await consumers.save_message(room, author, text)
+    message, _, _ = await history.save_message(room, author, text)
     await latest.record(room, message.id)
     return message.id
 
@@ -56,8 +56,8 @@ async def test_a_lost_message_is_filled_in_before_the_next(ws, alice, bob):
 async def test_reordered_messages_arrive_once_in_order(ws, alice, bob):
     chat = await ws(user=alice, room="general")
     await joined(chat)
-    first, previous, _ = await consumers.save_message("general", bob, "first")
-    second, _, _ = await consumers.save_message("general", bob, "second")
+    first, previous, _ = await history.save_message("general", bob, "first")
+    second, _, _ = await history.save_message("general", bob, "second")
     layer = get_channel_layer()
 
     for message, before in ((second, first.id), (first, previous)):
@@ -100,7 +100,7 @@ async def test_broadcasts_do_not_wait_for_the_database_thread(ws, alice, bob):
     await joined(alice_chat)
     bob_chat = await ws(user=bob, room="general")
     await joined(bob_chat)
-    stored, previous, _ = await consumers.save_message("general", alice, "while busy")
+    stored, previous, _ = await history.save_message("general", alice, "while busy")
     release = threading.Event()
     busy = asyncio.ensure_future(database_sync_to_async(release.wait)(10))
     try:
@@ -123,7 +123,7 @@ async def test_sqlite_writes_wait_for_the_writer_lock(alice, settings):
     lock = os.open(settings.CHATSTACK_SQLITE_WRITER_LOCK, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        save = asyncio.ensure_future(consumers.save_message("general", alice, "queued"))
+        save = asyncio.ensure_future(history.save_message("general", alice, "queued"))
         await asyncio.sleep(0.3)
         assert not save.done()
     finally:

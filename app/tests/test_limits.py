@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from chatstack.chat import limits
-from chatstack.chat.consumers import CLOSE_LIMITED
 from chatstack.chat.limits import AccountSockets, Refusal
 from chatstack.chat.models import Message
+from chatstack.chat.protocol import CLOSE_LIMITED
 
 from .conftest import url_of
 from .test_metrics import value

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatstack.chat import latest
-from chatstack.chat.consumers import writer_lock
+from chatstack.chat.history import writer_lock
 from chatstack.chat.models import Invite, Message
 
 # Room names per Redis DEL and per SQL IN list (SQLite caps a statement's parameters).
