@@ -36,6 +36,8 @@ RULES = {
     "UnitRestarting",
     "RedisDown",
     "DatabaseDown",
+    "BackupTooOld",
+    "BackupOffsiteTooOld",
     "CertificateExpiresSoon",
     "CertificateCheckStale",
     "DiskNearlyFull",
@@ -214,6 +216,18 @@ tests:
         values: 1 0 0 0 0
       - series: 'pg_up{instance="db"}'
         values: 1 1 1 1 1
+      # A day's schedule (max age 26 h): a backup of 10 h ago is fine, one of 30 h ago
+      # is overdue; the off-host copy, made with it, too.
+      - series: 'chatstack_backup_last_success_timestamp_seconds{instance="a"}'
+        values: -108000 -108000 -108000 -108000 -108000
+      - series: 'chatstack_backup_max_age_seconds{instance="a"}'
+        values: 93600 93600 93600 93600 93600
+      - series: 'chatstack_backup_offsite_last_success_timestamp_seconds{instance="a"}'
+        values: -108000 -108000 -108000 -108000 -108000
+      - series: 'chatstack_backup_last_success_timestamp_seconds{instance="db"}'
+        values: -36000 -36000 -36000 -36000 -36000
+      - series: 'chatstack_backup_max_age_seconds{instance="db"}'
+        values: 93600 93600 93600 93600 93600
       - series: 'chatstack_tls_certificate_expiry_timestamp_seconds{server_name="x",instance="a"}'
         values: 864000 864000 864000 864000 864000
       - series: 'node_filesystem_avail_bytes{mountpoint="/",fstype="ext4",instance="a"}'
@@ -223,6 +237,24 @@ tests:
       - series: 'node_filesystem_readonly{mountpoint="/",fstype="ext4",instance="a"}'
         values: 0 0 0 0 0
     alert_rule_test:
+      - eval_time: 4m
+        alertname: BackupTooOld
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a}
+            exp_annotations:
+              summary: The last good backup on a is 1d 6h 4m 0s old
+              description: >-
+                chatstack-backup.service fails or its timer stopped; see journalctl -u
+                chatstack-backup on the host.
+      - eval_time: 4m
+        alertname: BackupOffsiteTooOld
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a}
+            exp_annotations:
+              summary: The backups of a were last copied off the host 1d 6h 4m 0s ago
+              description: >-
+                The rsync to the backup host fails (key, known_hosts, disk there); see journalctl
+                -u chatstack-backup.
       - eval_time: 4m
         alertname: TargetDown
         exp_alerts:
