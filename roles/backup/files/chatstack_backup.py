@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,16 +49,20 @@ def describe(path: Path) -> dict:
 
 
 def back_up_sqlite(database: Path, work: Path) -> dict:
-    # sqlite_backup.py runs as the database's owner (see there): it writes into work.
-    os.chown(work, database.stat().st_uid, -1)
-    copy = work / "db.sqlite3"
-    result = subprocess.run(
-        [sys.executable, SQLITE_BACKUP, str(database), str(copy)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    os.chown(work, 0, 0)
-    os.chown(copy, 0, 0)
+    # sqlite_backup.py runs as the database's owner (see there), who may not enter
+    # the backup directory: it writes into a private directory of its own first
+    # (the service's PrivateTmp).
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chown(scratch, database.stat().st_uid, -1)
+        copy = Path(scratch) / "db.sqlite3"
+        result = subprocess.run(
+            [sys.executable, SQLITE_BACKUP, str(database), str(copy)],
+            check=True, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        shutil.copyfile(copy, work / "db.sqlite3")
     checked = json.loads(result.stdout)
+    if sha1(work / "db.sqlite3") != checked["sha1"]:
+        raise SystemExit("the copy of the database changed while it was moved")
     return {**describe(database), "checksum": checked["sha1"], "integrity": checked["integrity"]}
 
 
