@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from chatclient import chat, history, stored_messages
-from playbook import run_playbook
+from playbook import run_playbook_ok
 
 BACKUPS = "/var/backups/chatstack"
 METRIC = "/var/lib/prometheus/node-exporter/chatstack_backup.prom"
@@ -132,13 +132,11 @@ def test_a_restore_from_the_scheduled_backup_brings_deleted_data_back(
     host.check_output("chatstack-manage flush --noinput")
     assert stored_messages(host, room) == []
 
-    result, seconds = run_playbook(
+    run_playbook_ok(
         container, tmp_path, "-l", container, "-e", "restore_scheduled=newest",
         "-e", f"restore_confirm={container}", "-e", f"backup_root={tmp_path / 'backups'}",
         playbook="restore.yml",
     )  # fmt: skip
-    print(f"restore.yml from the newest scheduled backup: {seconds:.0f}s")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
     assert stored_messages(host, room) == messages
     status, _, _ = alice.request("/chat/")
@@ -147,3 +145,34 @@ def test_a_restore_from_the_scheduled_backup_brings_deleted_data_back(
     relogged.login(bob.username)
     shown = asyncio.run(history(relogged, room))
     assert [m["message"] for m in shown] == [m["text"] for m in messages]
+
+
+@pytest.mark.destructive
+def test_the_off_host_copy_arrives_encrypted_and_decrypts(host, container, tmp_path: Path):
+    """Backups kept only beside the data die with the host; copied in plaintext, whoever
+    reads the backup host reads every account."""
+    needs_backups(host)
+    # The host is its own backup host here: sshd on loopback, the role's account.
+    host.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server age")
+    host.check_output("systemctl start ssh")
+    key = "/root/backup-test-age.key"
+    host.check_output(f"rm -f {key} && age-keygen -o {key}")
+    recipient = re.search(r"public key: (age1\w+)", host.file(key).content_string).group(1)
+    groups = {group: [container] for group in ("standalone", "lb", "app", "redis", "backup")}
+    settings = {"backup_age_recipients": [recipient], "backup_remote_address": "127.0.0.1"}
+    run_playbook_ok(
+        groups, tmp_path, "--tags", "backup", "-e", json.dumps(settings), playbook="site.yml"
+    )
+
+    name = run_backup(host)
+    remote = f"/var/backups/chatstack-remote/{container}"
+    arrived = host.check_output(f"ls -1 {remote}").split()
+    assert f"{name}.tar.age" in arrived
+    assert all(entry.endswith(".tar.age") for entry in arrived), arrived
+    copy = host.file(f"{remote}/{name}.tar.age")
+    assert (copy.user, copy.mode) == ("chatstack-backup", 0o600)
+    assert b"SQLite format 3" not in copy.content, "the off-host copy is not encrypted"
+    listed = host.check_output(f"age -d -i {key} {remote}/{name}.tar.age | tar -t").split()
+    assert {f"{name}/manifest.json", f"{name}/db.sqlite3"} <= set(listed), listed
+    offsite = host.file(METRIC.replace("chatstack_backup", "chatstack_backup_offsite"))
+    assert "chatstack_backup_offsite_last_success_timestamp_seconds" in offsite.content_string

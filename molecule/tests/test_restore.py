@@ -16,18 +16,14 @@ import pytest
 import testinfra
 from chatclient import ChatSite, chat, history, stored_messages
 from conftest import published_https_url, systemd_state
-from playbook import run_playbook
+from playbook import run_playbook_ok
 from test_default import UNITS
 
 pytestmark = [pytest.mark.destructive, pytest.mark.destroys_host]
 
 
 def playbook(name: str, container: str, tmp_path: Path, *args: str) -> None:
-    run_dir = tmp_path / f"{container}-{name}"
-    run_dir.mkdir()
-    result, seconds = run_playbook(container, run_dir, *args, playbook=name)
-    print(f"{name} on {container}: {seconds:.0f}s")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    run_playbook_ok(container, tmp_path, *args, playbook=name)
 
 
 def podman(*args: str, timeout: float = 120) -> str:

@@ -12,15 +12,7 @@ import uuid
 import testinfra
 from chatclient import chat, history, stored_messages
 from conftest import APP_HOSTS, DB, GROUPS
-from playbook import run_playbook
-
-
-def playbook(name: str, tmp_path, *args: str) -> None:
-    run_dir = tmp_path / name
-    run_dir.mkdir()
-    result, seconds = run_playbook(GROUPS, run_dir, *args, playbook=name)
-    print(f"{name}: {seconds:.0f}s")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+from playbook import run_playbook_ok
 
 
 def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path):
@@ -40,7 +32,7 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     assert started.rc == 0, f"the db host's scheduled backup fails:\n{journal}"
 
     fetched = tmp_path / "fetched"
-    playbook("backup.yml", tmp_path, "-e", f"backup_dir={fetched}")
+    run_playbook_ok(GROUPS, tmp_path, "-e", f"backup_dir={fetched}", playbook="backup.yml")
     manifest = json.loads((fetched / "manifest.json").read_text())
     assert manifest["engine"] == "postgresql"
     assert manifest["host"] == DB
@@ -49,9 +41,10 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     app.check_output("chatstack-manage flush --noinput")
     assert stored_messages(app, room) == []
 
-    playbook(
-        "restore.yml", tmp_path, "-l", DB, "-e", "restore_scheduled=newest",
+    run_playbook_ok(
+        GROUPS, tmp_path, "-l", DB, "-e", "restore_scheduled=newest",
         "-e", f"restore_confirm={DB}", "-e", f"backup_root={tmp_path / 'backups'}",
+        playbook="restore.yml",
     )  # fmt: skip
     for name in APP_HOSTS:
         units = testinfra.get_host(f"podman://{name}")
