@@ -48,7 +48,7 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     )  # fmt: skip
     for name in APP_HOSTS:
         units = testinfra.get_host(f"podman://{name}")
-        assert units.service("chatstack-uwsgi.socket").is_running, f"{name} serves no pages"
+        assert units.service("chatstack-uwsgi").is_running, f"{name} serves no pages"
     assert stored_messages(app, room) == messages
     status, _, _ = alice.request("/chat/")
     assert status == 200, "the session from before the backup is not valid any more"
