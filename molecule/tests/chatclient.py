@@ -170,6 +170,24 @@ async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
     raise AssertionError(f"refused with {frame['error']!r}, yet still open: {unexpected!r}")
 
 
+async def history(session, room: str) -> list[dict]:
+    """The messages a room shows to `session` when it joins."""
+    async with session.websocket(room) as ws:
+        return (await next_of_type(ws, "history"))["messages"]
+
+
+async def chat(alice, bob, room: str, lines: list[str]) -> None:
+    """alice and bob take turns saying `lines` in `room`, each line seen by the other."""
+    async with alice.websocket(room) as ws_a, bob.websocket(room) as ws_b:
+        await next_of_type(ws_a, "history")
+        await next_of_type(ws_b, "history")
+        for n, line in enumerate(lines):
+            sender, receiver = (ws_a, ws_b) if n % 2 == 0 else (ws_b, ws_a)
+            await sender.send(json.dumps({"message": line}))
+            while (await next_of_type(receiver, "message"))["message"] != line:
+                pass
+
+
 def manage_shell(host, code: str):
     """What `code`, run by the operator's `chatstack-manage shell`, printed last, as JSON."""
     output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")

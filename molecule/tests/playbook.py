@@ -88,6 +88,18 @@ def run_playbook(
     return result, time.monotonic() - started
 
 
+def run_playbook_ok(
+    hosts: str | dict[str, list[str]] | Path, tmp_path: Path, *args: str, playbook: str
+) -> None:
+    """run_playbook() in a directory of its own under tmp_path, which must succeed;
+    prints its wall time."""
+    run_dir = tmp_path / f"{playbook}-{len(list(tmp_path.glob(f'{playbook}-*')))}"
+    run_dir.mkdir()
+    result, seconds = run_playbook(hosts, run_dir, *args, playbook=playbook)
+    print(f"{playbook}: {seconds:.0f}s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
 def run_ansible(command: list[str]) -> subprocess.CompletedProcess:
     """An Ansible command with the project's configuration, output captured."""
     return subprocess.run(

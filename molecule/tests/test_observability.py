@@ -50,6 +50,8 @@ RULES = {
     "DatabaseDown",
     "ProbeFailed",
     "ProbeSlow",
+    "BackupTooOld",
+    "BackupOffsiteTooOld",
     "CertificateExpiresSoon",
     "SecurityUpdatesPending",
     "RebootRequired",
