@@ -12,6 +12,10 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -149,7 +153,7 @@ if DB_ENGINE == "sqlite":
             },
         }
     }
-    # Chat messages are written under this lock (chat.consumers.writer_lock).
+    # Chat messages are written under this lock (chat.history.writer_lock).
     CHATSTACK_SQLITE_WRITER_LOCK = f"{DATABASES['default']['NAME']}-writer.lock"
 else:
     DATABASES = {
@@ -256,10 +260,21 @@ CHATSTACK_HEARTBEAT_SECONDS = 20
 # drops messages. The cap here stays under Redis' maxclients for a few
 # processes. The health check replaces pooled connections that Redis closed
 # (a restart) before a command fails on them.
+# After a Redis restart every pooled connection is dead, and redis-py's default
+# (no retry) fails the next command on each: a handshake answered 500, a post
+# refused. Two retries on a fresh connection (0.2 s, then 0.4 s later) ride that
+# out; a server still down fails the command within seconds, as before. A retried
+# command may have run once already (only its reply was lost), so every command
+# the app sends must be safe to repeat: see chat.limits, chat.latest and
+# chat.presence. channels_redis' own commands are: ZADD/PUBLISH of one serialised
+# message twice is one member or a duplicate that consumers drop by message id.
+# All the app's clients are redis.asyncio ones, which this Retry is made for.
 CHATSTACK_REDIS_OPTIONS = {
     "socket_connect_timeout": 5,
     "max_connections": _int("CHATSTACK_REDIS_MAX_CONNECTIONS", 2000),
     "health_check_interval": 15,
+    "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 2),
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
 }
 _redis_hosts = [
     {"address": url, "socket_timeout": 30, **CHATSTACK_REDIS_OPTIONS} for url in REDIS_URLS

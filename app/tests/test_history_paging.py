@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 
-from chatstack.chat import consumers, limits
+from chatstack.chat import consumers, history, limits
 from chatstack.chat.models import Message
 
 from .wsutil import joined, receive
@@ -177,7 +177,7 @@ def test_a_page_is_one_query_on_the_room_index(django_assert_num_queries, big_ro
     sort of the room, however long the room is (a scan would slow every scroll
     of every reader as the room grows)."""
     with django_assert_num_queries(1) as captured:
-        messages, complete = async_to_sync(consumers.load_older)("busy", big_room[5000], 100)
+        messages, complete = async_to_sync(history.load_older)("busy", big_room[5000], 100)
     assert ([m["id"] for m in messages], complete) == (big_room[4900:5000], False)
 
     with connection.cursor() as cursor:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from chatstack.chat import limits
-from chatstack.chat.consumers import CLOSE_LIMITED
 from chatstack.chat.limits import AccountSockets, Refusal
 from chatstack.chat.models import Message
+from chatstack.chat.protocol import CLOSE_LIMITED
 
 from .conftest import url_of
 from .test_metrics import value
@@ -138,6 +138,17 @@ async def test_released_socket_frees_its_place_and_the_key_expires(redis_client,
     assert 0 < redis_client.pttl(first.key) <= AccountSockets.ttl_ms()
     await first.release()
     assert await AccountSockets(3, "r", "p!2").admit() is None
+
+
+async def test_a_repeated_admission_counts_the_socket_once(redis_client, settings):
+    """redis-py repeats an admission whose reply a dropped connection lost: the socket
+    that took the account's last place must not be refused by its own first run."""
+    settings.CHATSTACK_ACCOUNT_MAX_CONNECTIONS = 1
+    socket = AccountSockets(4, "r", "p!1")
+    assert await socket.admit() is None
+    assert await socket.admit() is None, "a socket refused by its own retried admission"
+    assert redis_client.zcard(socket.key) == 1
+    assert await AccountSockets(4, "r", "p!2").admit() is Refusal.TOO_MANY_CONNECTIONS
 
 
 async def test_rooms_cap_counts_distinct_rooms(settings):

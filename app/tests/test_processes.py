@@ -9,7 +9,8 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
 from chatstack.asgi import application
-from chatstack.chat.consumers import CLOSE_LIMITED, CLOSE_REVOKED, ChatConsumer
+from chatstack.chat.consumers import ChatConsumer
+from chatstack.chat.protocol import CLOSE_LIMITED, CLOSE_REVOKED
 
 from .wsutil import closed_by_server, joined, receive
 

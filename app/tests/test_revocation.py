@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chatstack.chat import revocation
-from chatstack.chat.consumers import CLOSE_REVOKED
 from chatstack.chat.metrics import Revocation
+from chatstack.chat.protocol import CLOSE_REVOKED
 
 from .conftest import session_cookie_of
 from .test_metrics import value

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatstack.chat.consumers import CLOSE_LIMITED, CLOSE_REVOKED
+from chatstack.chat.protocol import CLOSE_LIMITED, CLOSE_REVOKED
 
 from .conftest import _free_port, url_of
 

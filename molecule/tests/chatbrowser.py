@@ -37,6 +37,44 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 """
 
+# Counts the history frames the page's sockets received: "connected" shows
+# when the socket opens, a moment before the room's newest messages arrive.
+COUNT_HISTORIES = """
+window.chatHistories = 0;
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      if (JSON.parse(event.data).type === "history") window.chatHistories += 1;
+    });
+  }
+};
+"""
+
+# Wraps the browser's Notification: the page sees the real permission, the test
+# sees each permission request and each notification shown (headless Chromium
+# has no desktop to show them on).
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  if (!Real) return;
+  window.chatNotifications = [];
+  window.chatPermissionRequests = 0;
+  window.Notification = class {
+    constructor(title, options = {}) {
+      window.chatNotifications.push({ title, body: options.body });
+    }
+    static get permission() { return Real.permission; }
+    static requestPermission() {
+      window.chatPermissionRequests += 1;
+      return Real.requestPermission();
+    }
+    addEventListener() {}
+    close() {}
+  };
+})();
+"""
+
 MESSAGES = """els => els.map(el => ({
   id: Number(el.dataset.id),
   user: el.querySelector(".author").textContent,
@@ -104,6 +142,8 @@ class ChatUser:
         # browser asks for in Accept-Language.
         self.context = browser.new_context(ignore_https_errors=True, locale=locale)
         self.context.add_init_script(RECORD_STATES)
+        self.context.add_init_script(RECORD_NOTIFICATIONS)
+        self.context.add_init_script(COUNT_HISTORIES)
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
         self.page.on("dialog", self._on_dialog)
@@ -137,8 +177,10 @@ class ChatUser:
         self.wait_connected(timeout)
 
     def reload(self, timeout: float = 30) -> None:
+        """Reloads the page and waits until it shows the room's messages again."""
         self.page.reload()
         self.wait_connected(timeout)
+        self.page.wait_for_function("() => window.chatHistories > 0", timeout=timeout * 1000)
 
     @property
     def state(self) -> str:
@@ -185,6 +227,13 @@ class ChatUser:
 
     def set_hidden(self, hidden: bool) -> None:
         self.page.evaluate(SET_HIDDEN, hidden)
+
+    def notifications(self) -> list[dict]:
+        """The desktop notifications the page showed, as {title, body}."""
+        return self.page.evaluate("window.chatNotifications")
+
+    def permission_requests(self) -> int:
+        return self.page.evaluate("window.chatPermissionRequests")
 
     @property
     def box_text(self) -> str:

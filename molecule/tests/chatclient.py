@@ -143,6 +143,18 @@ async def next_of_type(ws, kind: str, timeout: float = 10.0) -> dict:
                 return frame
 
 
+def post_once(user: Browser, room: str, text: str) -> dict:
+    """Opens the room, posts `text` and returns the message frame the server echoes."""
+
+    async def post() -> dict:
+        async with user.websocket(room) as socket:
+            await next_of_type(socket, "history")
+            await socket.send(json.dumps({"message": text}))
+            return await next_of_type(socket, "message")
+
+    return asyncio.run(post())
+
+
 async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
     """None once the socket's history shows the server admitted it; or else the
     error frame it was refused with and the code it was then closed with."""
@@ -156,6 +168,24 @@ async def refusal(ws, timeout: float = 10.0) -> tuple[str, int | None] | None:
         except ConnectionClosed as closed:
             return frame["error"], closed.rcvd.code if closed.rcvd else None
     raise AssertionError(f"refused with {frame['error']!r}, yet still open: {unexpected!r}")
+
+
+async def history(session, room: str) -> list[dict]:
+    """The messages a room shows to `session` when it joins."""
+    async with session.websocket(room) as ws:
+        return (await next_of_type(ws, "history"))["messages"]
+
+
+async def chat(alice, bob, room: str, lines: list[str]) -> None:
+    """alice and bob take turns saying `lines` in `room`, each line seen by the other."""
+    async with alice.websocket(room) as ws_a, bob.websocket(room) as ws_b:
+        await next_of_type(ws_a, "history")
+        await next_of_type(ws_b, "history")
+        for n, line in enumerate(lines):
+            sender, receiver = (ws_a, ws_b) if n % 2 == 0 else (ws_b, ws_a)
+            await sender.send(json.dumps({"message": line}))
+            while (await next_of_type(receiver, "message"))["message"] != line:
+                pass
 
 
 def manage_shell(host, code: str):

@@ -10,14 +10,13 @@ are skipped unless --destructive is given (the resilience scenario does).
 """
 
 import ssl
-import subprocess
-import time
 import uuid
 
 import pytest
 from chatbrowser import ARTIFACTS, ChatUser, launch_chromium
 from chatclient import ChatSite, sessions_made_on
 from playwright.sync_api import sync_playwright
+from testhost import published_https_url
 
 # (what, seconds) for every recovery or latency measured in this run, printed at the end.
 TIMINGS: list[tuple[str, float]] = []
@@ -81,48 +80,6 @@ def debian12_container(container) -> str:
     if "debian12" not in container:
         pytest.skip("does not depend on the Debian release; runs on the Debian 12 host")
     return container
-
-
-# The first of the host's Daphne processes.
-DAPHNE = "chatstack-daphne@7001.service"
-
-
-def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
-
-
-def daphne_units(host) -> list[str]:
-    """The host's Daphne processes, e.g. ["chatstack-daphne@7001.service", ...]."""
-    units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
-    return [line.split()[0] for line in units.splitlines()]
-
-
-def systemd_state(container: str, timeout: float) -> str:
-    """The container's systemd state once booted ("running", "degraded", ...).
-
-    Right after the container starts, systemd's bus may not exist yet ("Failed
-    to connect to bus", no state at all): ask again until systemd answers.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        state = subprocess.run(
-            ["podman", "exec", container, "systemctl", "is-system-running", "--wait"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        ).stdout.strip()
-        if state or time.monotonic() > deadline:
-            return state
-        time.sleep(0.5)
-
-
-def published_https_url(container: str) -> str:
-    """The container's HTTPS address on the controller; a restart may publish a new port."""
-    mapping = subprocess.run(
-        ["podman", "port", container, "443/tcp"], check=True, capture_output=True, text=True
-    ).stdout.split()[0]
-    return f"https://{mapping}"
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Reading a host's HTTP endpoints and the chat's metrics from inside the host."""
 
+import json
 import re
 
-from conftest import daphne_units
+from testhost import daphne_units
 
 FETCH = """
 import http.client, json, sys, urllib.parse
@@ -19,6 +20,23 @@ def fetch(host, url: str) -> tuple[int, str]:
     """GET an http:// URL from inside the host, redirects not followed: (status, body)."""
     status, _, body = host.check_output("python3 -c %s %s", FETCH, url).partition("\n")
     return int(status), body
+
+
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def prometheus_api(host, path: str):
+    """The data of a Prometheus API answer (path from /api/v1/...)."""
+    status, body = fetch(host, PROMETHEUS + path)
+    assert status == 200
+    return json.loads(body)["data"]
+
+
+def listen_address(host, port: int) -> str:
+    """The one address a service listens on for port (IPv6 in brackets)."""
+    lines = host.check_output(f"ss -Hltn 'sport = :{port}'").splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].split()[3].rsplit(":", 1)[0]
 
 
 def daphne_ports(host) -> list[str]:

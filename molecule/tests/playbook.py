@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from testhost import podman_result
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,9 +26,7 @@ def connection(container: str, over_podman: bool = False) -> dict[str, str]:
     it wrote. Any other container, or `over_podman`: podman exec as root.
     """
     ssh_dir = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "ssh")
-    forward = subprocess.run(
-        ["podman", "port", container, "2222/tcp"], capture_output=True, text=True, check=False
-    ).stdout.split()
+    forward = podman_result("port", container, "2222/tcp").stdout.split()
     if over_podman or not forward or not (ssh_dir / "admin").exists():
         return {"ansible_connection": "containers.podman.podman"}
     address, port = forward[0].rsplit(":", 1)
@@ -86,6 +86,18 @@ def run_playbook(
     started = time.monotonic()
     result = run_ansible(command)
     return result, time.monotonic() - started
+
+
+def run_playbook_ok(
+    hosts: str | dict[str, list[str]] | Path, tmp_path: Path, *args: str, playbook: str
+) -> None:
+    """run_playbook() in a directory of its own under tmp_path, which must succeed;
+    prints its wall time."""
+    run_dir = tmp_path / f"{playbook}-{len(list(tmp_path.glob(f'{playbook}-*')))}"
+    run_dir.mkdir()
+    result, seconds = run_playbook(hosts, run_dir, *args, playbook=playbook)
+    print(f"{playbook}: {seconds:.0f}s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
 def run_ansible(command: list[str]) -> subprocess.CompletedProcess:

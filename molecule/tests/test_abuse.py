@@ -25,9 +25,9 @@ from chatclient import (
     refusal,
     stored_messages,
 )
-from conftest import DAPHNE, main_pid
 from hostmetrics import daphne_metrics, redis_memory
 from playbook import run_playbook
+from testhost import DAPHNE, main_pid
 from waiting import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State

@@ -4,7 +4,7 @@ import json
 import subprocess
 
 from playbook import recap, run_playbook
-from test_default import LOGIN_FLOOD, container_address
+from testhost import LOGIN_FLOOD, container_address
 
 
 def test_unattended_upgrades_take_security_updates_only(host):

@@ -194,3 +194,78 @@ def test_a_browser_asking_for_chinese_gets_the_room_in_chinese(chat_user):
     assert page.locator("#connection-state").text_content() == strings["connected"]
     assert any("\u4e00" <= character <= "\u9fff" for character in strings["connected"]), strings
     reader.screenshots_light_and_dark("browser-room-zh-hans")
+
+
+def test_notifications_are_asked_for_only_after_a_click(chat_user):
+    """Nobody is asked to allow notifications by a page they merely opened. Once they turn
+    them on, someone else's message while the tab is hidden, and a mention of them at any
+    time, shows one: the room as its title, "name: text" (cut short) as its body."""
+    room = new_room()
+    alice, bob = chat_user(), chat_user()
+    alice.open_room(room)
+    bob.open_room(room)
+    bob.set_hidden(True)
+    alice.send("before the click")
+    bob.wait_for_message("before the click")
+    assert bob.permission_requests() == 0, "the page asked for permission before any click"
+    assert bob.page.evaluate("Notification.permission") == "default"
+    assert bob.notifications() == [], "notified without being asked to"
+
+    bob.set_hidden(False)
+    # Playwright answers the browser's prompt as the reader would: allow.
+    bob.context.grant_permissions(["notifications"], origin=bob.base_url)
+    bob.page.locator("#notify-toggle").click()
+    bob.page.wait_for_selector('#notify-toggle[aria-pressed="true"]', timeout=5_000)
+    assert bob.permission_requests() == 1
+
+    bob.set_hidden(True)
+    long_text = "long " * 60
+    alice.send("while you are away")
+    alice.send(long_text)
+    bob.wait_for_message(long_text)
+    bob.set_hidden(False)
+    bob.send("my own")
+    alice.send("read on screen")
+    alice.send(f"@{bob.username} look")
+    bob.wait_for_message(f"@{bob.username} look")
+
+    notes = bob.notifications()
+    assert {note["title"] for note in notes} == {room}
+    bodies = [note["body"] for note in notes]
+    assert bodies[0] == f"{alice.username}: while you are away"
+    assert bodies[1].startswith(f"{alice.username}: long long") and bodies[1].endswith("…")
+    assert len(bodies[1]) < len(long_text), "a long message was not cut short"
+    assert bodies[2:] == [f"{alice.username}: @{bob.username} look"], (
+        "a visible page notified of an ordinary message, or of the reader's own"
+    )
+
+
+def test_a_message_waiting_in_the_outbox_survives_a_reload(chat_user, host):
+    """Someone who reloads the page while a message waits for the server must lose
+    neither it nor the text still in the box: the message is sent exactly once when
+    the server is back, and a later reload sends nothing again."""
+    room = new_room()
+    alice = chat_user()
+    switch = SocketSwitch(alice.page)
+    alice.open_room(room)
+    seen = len(alice.states())
+    switch.cut()
+    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    alice.send("written before the reload")
+    alice.page.locator("#chat-log li.pending").wait_for(timeout=5_000)
+    alice.page.fill("#chat-message-input", "not sent yet")
+
+    alice.page.reload()
+    pending = alice.page.locator("#chat-log li.pending .text")
+    pending.wait_for(timeout=10_000)
+    assert pending.all_text_contents() == ["written before the reload"]
+    assert alice.box_text == "not sent yet", "the text in the box was lost"
+
+    switch.restore()
+    alice.wait_for_message("written before the reload", timeout=30)
+    alice.page.locator("#chat-log li.pending").wait_for(state="detached", timeout=5_000)
+    alice.reload()
+    assert [message["text"] for message in alice.messages()] == ["written before the reload"]
+    stored = [message["text"] for message in stored_messages(host, room)]
+    assert stored == ["written before the reload"], "the message was lost or stored twice"
+    assert alice.box_text == "not sent yet"

@@ -5,20 +5,11 @@ import json
 import re
 import socket
 import ssl
-import subprocess
-import time
 
 import pytest
 from chatclient import next_of_type
-
-UNITS = [
-    "redis-server.service",
-    "nginx.service",
-    "chatstack-uwsgi.socket",
-    "chatstack-uwsgi.service",
-    "chatstack-daphne@7001.service",
-    "chatstack-prune.timer",
-]
+from testhost import LOGIN_FLOOD, UNITS, can_connect, container_address
+from waiting import wait_until
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -220,17 +211,6 @@ def test_tls_protocols_offered(https_base_url, version, accepted):
     assert (negotiated is not None) == accepted
 
 
-LOGIN_FLOOD = """
-import http.client, ssl
-context = ssl._create_unverified_context()
-for _ in range(40):
-    connection = http.client.HTTPSConnection("127.0.0.1", 443, context=context)
-    connection.request("POST", "/accounts/login/", body="username=x&password=y",
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
-    print(connection.getresponse().status)
-"""
-
-
 def test_login_posts_are_rate_limited(host):
     # Sent from inside the host (client 127.0.0.1), so the other tests' sign-ups,
     # which all come from the Podman gateway address, keep their own allowance.
@@ -292,21 +272,6 @@ def test_limits_count_an_ipv6_64_as_one_client(host):
     assert dict(line.split() for line in answers.splitlines()) == clients
 
 
-def container_address(container: str) -> str:
-    return subprocess.run(
-        ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-
-
-def can_connect(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
 def test_firewall_drops_unlisted_ports(host, container):
     address = container_address(container)
     # Something listening on every address, on a port the firewall does not list.
@@ -314,11 +279,7 @@ def test_firewall_drops_unlisted_ports(host, container):
         "systemd-run --unit=firewall-probe --collect python3 -m http.server --bind 0.0.0.0 9999"
     )
     try:
-        for _ in range(20):
-            if host.socket("tcp://0.0.0.0:9999").is_listening:
-                break
-            time.sleep(0.5)
-        assert host.socket("tcp://0.0.0.0:9999").is_listening
+        wait_until(lambda: host.socket("tcp://0.0.0.0:9999").is_listening, 10, "the probe listens")
         assert can_connect(address, 443)
         assert not can_connect(address, 9999)
     finally:

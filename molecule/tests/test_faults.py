@@ -6,16 +6,23 @@ is measured from the fault and printed; the assertions are about behaviour,
 with generous bounds, because this runs on small shared machines.
 """
 
-import subprocess
 import time
 import uuid
 
 import pytest
 from chatbrowser import chat_until_delivered
 from chatclient import stored_messages
-from conftest import DAPHNE, daphne_units, main_pid, published_https_url, systemd_state
 from hostmetrics import app_metrics
-from test_default import UNITS
+from testhost import (
+    DAPHNE,
+    UNITS,
+    daphne_units,
+    main_pid,
+    podman,
+    published_https_url,
+    systemd_state,
+)
+from waiting import wait_until
 
 pytestmark = pytest.mark.destructive
 
@@ -96,12 +103,12 @@ def test_redis_connections_cut_while_chatting(host, pair, record_time):
         time.sleep(0.2)
 
     start = time.monotonic()
-    while True:
+
+    def every_page_shows_what_is_stored() -> bool:
         stored = [message["id"] for message in stored_messages(host, alice.room)]
-        if all([m["id"] for m in user.messages()] == stored for user in pair):
-            break
-        assert time.monotonic() - start < RECOVERY_TIMEOUT, "pages still miss messages"
-        time.sleep(0.5)
+        return all([m["id"] for m in user.messages()] == stored for user in pair)
+
+    wait_until(every_page_shows_what_is_stored, RECOVERY_TIMEOUT, "pages still miss messages")
     record_time("recovery, redis connections cut: every message shown", time.monotonic() - start)
     assert_nothing_lost(host, pair)
     assert app_metrics(host)[recovered] > before, "the cuts lost nothing: they tested nothing"
@@ -120,9 +127,12 @@ def test_uwsgi_stopped(host, pair, site, record_time):
         start = time.monotonic()
         host.run_expect([0], "systemctl start chatstack-uwsgi.socket chatstack-uwsgi.service")
 
-    while (status := site.session().request("/accounts/login/")[0]) != 200:
-        assert time.monotonic() - start < RECOVERY_TIMEOUT, f"pages still answer {status}"
-        time.sleep(0.2)
+    wait_until(
+        lambda: site.session().request("/accounts/login/")[0] == 200,
+        RECOVERY_TIMEOUT,
+        "pages answer 200 again",
+        interval=0.2,
+    )
     record_time("recovery, uwsgi started again: pages answer 200", time.monotonic() - start)
     for user in pair:
         user.reload()
@@ -136,7 +146,7 @@ def test_host_restarted(host, container, pair, record_time):
     name = container
 
     start = time.monotonic()
-    subprocess.run(["podman", "restart", name], check=True, capture_output=True, timeout=120)
+    podman("restart", name)
     booted = systemd_state(name, timeout=RECOVERY_TIMEOUT)
     record_time("recovery, podman restart: systemd up", time.monotonic() - start)
     failed = host.check_output("systemctl --failed --no-legend --plain")

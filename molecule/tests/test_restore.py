@@ -6,56 +6,27 @@ scenario removes it.
 """
 
 import asyncio
-import json
 import ssl
 import stat
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import testinfra
-from chatclient import ChatSite, next_of_type, stored_messages
-from conftest import published_https_url, systemd_state
-from playbook import run_playbook
-from test_default import UNITS
+from chatclient import ChatSite, chat, history, stored_messages
+from playbook import run_playbook_ok
+from testhost import UNITS, podman, published_https_url, systemd_state
 
 pytestmark = [pytest.mark.destructive, pytest.mark.destroys_host]
 
 
 def playbook(name: str, container: str, tmp_path: Path, *args: str) -> None:
-    run_dir = tmp_path / f"{container}-{name}"
-    run_dir.mkdir()
-    result, seconds = run_playbook(container, run_dir, *args, playbook=name)
-    print(f"{name} on {container}: {seconds:.0f}s")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-
-
-def podman(*args: str, timeout: float = 120) -> str:
-    return subprocess.run(
-        ["podman", *args], check=True, capture_output=True, text=True, timeout=timeout
-    ).stdout.strip()
+    run_playbook_ok(container, tmp_path, *args, playbook=name)
 
 
 def site_of(host, container: str) -> ChatSite:
     pem = host.file("/etc/ssl/certs/chatstack.crt").content_string
     return ChatSite(published_https_url(container), ssl.create_default_context(cadata=pem))
-
-
-async def history(session, room: str) -> list[dict]:
-    async with session.websocket(room) as ws:
-        return (await next_of_type(ws, "history"))["messages"]
-
-
-async def chat(alice, bob, room: str, lines: list[str]) -> None:
-    async with alice.websocket(room) as ws_a, bob.websocket(room) as ws_b:
-        await next_of_type(ws_a, "history")
-        await next_of_type(ws_b, "history")
-        for n, line in enumerate(lines):
-            sender, receiver = (ws_a, ws_b) if n % 2 == 0 else (ws_b, ws_a)
-            await sender.send(json.dumps({"message": line}))
-            while (await next_of_type(receiver, "message"))["message"] != line:
-                pass
 
 
 def test_backup_destroy_restore(host, container, site, tmp_path):

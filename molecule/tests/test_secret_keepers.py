@@ -8,12 +8,12 @@ would generate new secrets, and every user would be logged out.
 """
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from playbook import ROOT, run_playbook
+from testhost import podman_result
 
 # Containers of its own: once, in the default scenario, not per host under test.
 pytestmark = pytest.mark.usefixtures("debian12_container")
@@ -26,31 +26,25 @@ SECRETS = {
 }
 
 
-def podman(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["podman", *args], check=False, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.fixture(scope="module")
 def pin_hosts():
     """Two plain Debian 12 containers: enough for Ansible, nothing installed."""
     names = [f"chatstack-pin-{uuid.uuid4().hex[:8]}-{n}" for n in ("a", "b")]
     try:
         for name in names:
-            started = podman("run", "--detach", "--name", name, IMAGE, "sleep", "infinity")
+            started = podman_result("run", "--detach", "--name", name, IMAGE, "sleep", "infinity")
             assert started.returncode == 0, started.stderr
         yield names
     finally:
         for name in names:
-            podman("rm", "--force", "--ignore", "--time", "0", name)
+            podman_result("rm", "--force", "--ignore", "--time", "0", name)
 
 
 def kept(container: str) -> dict[str, str]:
     """The secret files on the container: {secret: content}, only those that exist."""
     files = {}
     for secret, path in SECRETS.items():
-        read = podman("exec", container, "cat", path)
+        read = podman_result("exec", container, "cat", path)
         if read.returncode == 0:
             files[secret] = read.stdout
     return files
@@ -58,7 +52,7 @@ def kept(container: str) -> dict[str, str]:
 
 def given(container: str) -> dict[str, str]:
     """The secrets the playbook published on the container."""
-    return json.loads(podman("exec", container, "cat", "/root/given-secrets.json").stdout)
+    return json.loads(podman_result("exec", container, "cat", "/root/given-secrets.json").stdout)
 
 
 def share(tmp_path: Path, name: str, order: list[str], *args: str) -> None:

@@ -1,234 +1,37 @@
 import asyncio
-import contextlib
-import fcntl
 import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import connection, transaction
 from django.utils.translation import gettext as _
 
 from . import latest, limits, metrics
-from .limits import AccountSockets, Refusal
+from .history import load_between, load_history, load_older, save_message
+from .limits import AccountSockets
 from .metrics import Rejection, Revocation
-from .models import Message
 from .presence import RoomPresence, Snapshot
+from .protocol import (
+    CLOSE_LIMITED,
+    CLOSE_REVOKED,
+    HistoryRequest,
+    InvalidMessage,
+    Post,
+    parse_frame,
+    refusal_message,
+    revocation_message,
+)
 from .revocation import account_group, session_group, still_signed_in
 from .rooms import group_name, is_valid_room_name
 
 logger = logging.getLogger(__name__)
 
-# Close codes (daphne allows applications 1000 and 3000-4999), sent after an
-# error frame that says the same in words. At a limit: the client may retry
-# later (another of the account's sockets may close meanwhile).
-CLOSE_LIMITED = 4029
-# The session or account no longer holds: reconnecting needs a new login.
-CLOSE_REVOKED = 4001
 # Heartbeats between checks of a socket's session against the database.
 SESSION_CHECK_BEATS = 3
-MAX_CID_LENGTH = 64
-# Messages per `history before` page: at most, and when the client names none.
-MAX_HISTORY_PAGE = 100
-DEFAULT_HISTORY_PAGE = 50
-# SQLite's and PostgreSQL's largest id; a larger `before` cannot even be queried.
-MAX_MESSAGE_ID = 2**63 - 1
-
-
-def refusal_message(refusal: Refusal) -> str:
-    if refusal is Refusal.TOO_MANY_CONNECTIONS:
-        return _(
-            "Too many open chat windows for this account (at most %(count)d):"
-            " close one, and this one connects again."
-        ) % {"count": settings.CHATSTACK_ACCOUNT_MAX_CONNECTIONS}
-    return _(
-        "Too many rooms open at once for this account (at most %(count)d):"
-        " leave one, and this one connects again."
-    ) % {"count": settings.CHATSTACK_ACCOUNT_MAX_ROOMS}
-
-
-def revocation_message(reason: Revocation) -> str:
-    if reason is Revocation.LOGGED_OUT:
-        return _("You logged out.")
-    if reason is Revocation.PASSWORD_CHANGED:
-        return _("Your password was changed: log in again.")
-    if reason in (Revocation.DEACTIVATED, Revocation.DELETED):
-        return _("Your account was closed by an administrator.")
-    return _("Your session ended: log in again.")
-
-
-class InvalidMessage(ValueError):
-    """The client sent something that is not a postable chat message."""
-
-    def __init__(self, error: str, reason: Rejection, cid: str | None = None) -> None:
-        super().__init__(error)
-        self.reason = reason
-        # The client's id for the message, when the frame was readable enough to name one.
-        self.cid = cid
-
-
-@dataclass(frozen=True)
-class Post:
-    text: str
-    cid: str | None
-
-
-@dataclass(frozen=True)
-class HistoryRequest:
-    before: int
-    limit: int
-
-
-def too_long_message(max_length: int) -> str:
-    return _("Message is too long (at most %(count)d characters).") % {"count": max_length}
-
-
-def parse_frame(raw: str | None, max_length: int) -> Post | HistoryRequest:
-    if raw is None:
-        # An error frame rather than close code 1003: daphne (autobahn) only lets
-        # applications close with 1000 or 3000-4999.
-        raise InvalidMessage(
-            _("Binary frames are not supported; send JSON text."), Rejection.BINARY_FRAME
-        )
-    # Cheap bound before json.loads: JSON spends at most 12 characters
-    # (a \\uXXXX surrogate pair) per character of text.
-    if len(raw) > 12 * max_length + 64:
-        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG)
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InvalidMessage(_("Message is not valid JSON."), Rejection.INVALID_JSON) from None
-    if isinstance(data, dict) and data.get("type") == "history":
-        return parse_history_request(data)
-    return parse_post(data, max_length)
-
-
-def parse_post(data, max_length: int) -> Post:
-    cid = data.get("cid") if isinstance(data, dict) else None
-    if cid is not None and not (
-        isinstance(cid, str) and 0 < len(cid) <= MAX_CID_LENGTH and cid.isprintable()
-    ):
-        raise InvalidMessage(
-            _('"cid" must be 1 to %(count)d printable characters.') % {"count": MAX_CID_LENGTH},
-            Rejection.INVALID_FRAME,
-        )
-    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
-        raise InvalidMessage(
-            _('Expected a JSON object like {"message": "text"}.'), Rejection.INVALID_FRAME, cid
-        )
-    text = data["message"]
-    if not text.strip():
-        raise InvalidMessage(_("Message is empty."), Rejection.EMPTY, cid)
-    if len(text) > max_length:
-        raise InvalidMessage(too_long_message(max_length), Rejection.TOO_LONG, cid)
-    if "\x00" in text:
-        # PostgreSQL cannot store NUL in text columns.
-        raise InvalidMessage(_("Message contains a NUL character."), Rejection.NUL_CHARACTER, cid)
-    return Post(text, cid)
-
-
-def is_int_between(value, low: int, high: int) -> bool:
-    # JSON's true and false are ints to Python.
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def parse_history_request(data: dict) -> HistoryRequest:
-    before, limit = data.get("before"), data.get("limit", DEFAULT_HISTORY_PAGE)
-    if not is_int_between(before, 1, MAX_MESSAGE_ID) or not is_int_between(
-        limit, 1, MAX_HISTORY_PAGE
-    ):
-        raise InvalidMessage(
-            _('Expected {"type": "history", "before": <message id>, "limit": <1 to %(count)d>}.')
-            % {"count": MAX_HISTORY_PAGE},
-            Rejection.INVALID_FRAME,
-        )
-    return HistoryRequest(before, limit)
-
-
-@database_sync_to_async
-def load_history(room: str, size: int) -> tuple[list[dict], int]:
-    """The newest `size` messages of the room, oldest first, and the room's newest id."""
-    messages = Message.objects.filter(room=room).select_related("author").order_by("-id")
-    newest = list(messages[: max(size, 1)])
-    return [message.as_frame() for message in reversed(newest[:size])], (
-        newest[0].id if newest else 0
-    )
-
-
-@database_sync_to_async
-def load_between(room: str, after: int, before: int | None) -> list[dict]:
-    """The room's messages with after < id < before (no upper bound for None), oldest first."""
-    messages = Message.objects.filter(room=room, id__gt=after).select_related("author")
-    if before is not None:
-        messages = messages.filter(id__lt=before)
-    return [message.as_frame() for message in messages.order_by("id")]
-
-
-@database_sync_to_async
-def load_older(room: str, before: int, limit: int) -> tuple[list[dict], bool]:
-    """Up to `limit` of the room's messages older than `before`, oldest first, and
-    whether they reach back to the room's first message."""
-    older = list(
-        Message.objects.filter(room=room, id__lt=before)
-        .select_related("author")
-        .order_by("-id")[: limit + 1]
-    )
-    return [message.as_frame() for message in reversed(older[:limit])], len(older) <= limit
-
-
-def newest_id(room: str, below: int | None = None) -> int | None:
-    messages = Message.objects.filter(room=room)
-    if below is not None:
-        messages = messages.filter(id__lt=below)
-    return messages.order_by("-id").values_list("id", flat=True).first()
-
-
-@database_sync_to_async
-def save_message(
-    room: str, author, text: str, cid: str | None = None
-) -> tuple[Message, int | None, bool]:
-    """Stores a message; returns it, the id of the room's message before it, and
-    False if it was stored before (a retry with the same cid), not now."""
-    with writer_lock(), transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Posts to one room are serialised, so "the message before" is exact
-            # even when app hosts write concurrently, and so is the cid lookup
-            # (the unique constraint is the last word either way).
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [room])
-        if cid is not None:
-            stored = (
-                Message.objects.filter(room=room, author=author, cid=cid)
-                .select_related("author")
-                .first()
-            )
-            if stored is not None:
-                return stored, newest_id(room, below=stored.id), False
-        previous = newest_id(room)
-        message = Message.objects.create(room=room, author=author, text=text, cid=cid)
-        return message, previous, True
-
-
-@contextlib.contextmanager
-def writer_lock() -> Iterator[None]:
-    """Queues this process's SQLite writes behind the other processes' in the kernel.
-
-    SQLite admits one writer at a time and makes the others poll with sleeps of
-    up to 100 ms; under load one Daphne's writes kept losing to another's (the
-    benchmark's p99 fell from ~250 ms to ~120 ms with this lock).
-    """
-    if connection.vendor != "sqlite":
-        yield
-        return
-    with open(settings.CHATSTACK_SQLITE_WRITER_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 class Budget:

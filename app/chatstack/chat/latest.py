@@ -17,7 +17,8 @@ from .presence import redis_client
 LEGACY_KEY = "chatstack:latest"
 TTL_SECONDS = 24 * 3600
 
-# Never moves a room's newest id back: posts may finish out of order.
+# Never moves a room's newest id back: posts may finish out of order. Running it
+# twice (redis-py retries a command whose reply was lost) leaves the same value.
 _RECORD = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then

@@ -29,6 +29,8 @@ end
 
 # A sliding window log: one member per accepted message, scored by its time.
 # KEYS[1]: the account's log. ARGV: now, limit, window (ms), a unique member.
+# A retried run (redis-py repeats a command whose reply was lost) re-adds the
+# same member, so one message is never counted twice.
 # Returns 0 (taken) or the milliseconds until the oldest leaves the window.
 _TAKE_MESSAGE = (
     _NOW
@@ -49,24 +51,29 @@ return 0
 # no spaces), scored by when they expire unless a heartbeat refreshes them.
 # KEYS[1]: the account's sockets. ARGV: now, member, room, ttl (ms), max sockets, max rooms.
 # Returns 0 (admitted), 1 (too many sockets) or 2 (too many rooms).
+# A socket already counted is admitted again: redis-py retries a command whose
+# reply was lost (settings.CHATSTACK_REDIS_OPTIONS), and the repeat must not
+# refuse the socket its first run took the last place for.
 _ADMIT_SOCKET = (
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #members >= tonumber(ARGV[5]) then
-  return 1
-end
-local rooms, count = {}, 0
-for _, member in ipairs(members) do
-  local room = string.sub(member, 1, string.find(member, ' ', 1, true) - 1)
-  if not rooms[room] then
-    rooms[room] = true
-    count = count + 1
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+  if #members >= tonumber(ARGV[5]) then
+    return 1
   end
-end
-if not rooms[ARGV[3]] and count >= tonumber(ARGV[6]) then
-  return 2
+  local rooms, count = {}, 0
+  for _, member in ipairs(members) do
+    local room = string.sub(member, 1, string.find(member, ' ', 1, true) - 1)
+    if not rooms[room] then
+      rooms[room] = true
+      count = count + 1
+    end
+  end
+  if not rooms[ARGV[3]] and count >= tonumber(ARGV[6]) then
+    return 2
+  end
 end
 local ttl = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])

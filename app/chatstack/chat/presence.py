@@ -60,6 +60,8 @@ class RoomPresence:
     async def _update(self, present: bool) -> Snapshot:
         now = time.time()
         stale_after = self.stale_after()
+        # Safe to retry (settings.CHATSTACK_REDIS_OPTIONS): ZADD and ZREM repeat to the
+        # same set, and a version counted twice still only grows.
         async with redis_client().pipeline(transaction=True) as pipe:
             if present:
                 pipe.zadd(self.key, {self.member: now})

@@ -18,6 +18,10 @@ ROOM_STRINGS = {
     "jumpToLatest": _("Jump to latest"),
     "unreadTitle": _("(%(count)s) %(title)s"),
     "charactersLeft": _("Characters left: %(count)s"),
-    # Read out by screen readers for each new message of someone else.
+    # Read out by screen readers for each new message of someone else, and the
+    # body of its desktop notification.
     "announce": _("%(user)s: %(message)s"),
+    "notificationsOn": _("Turn on notifications"),
+    "notificationsOff": _("Turn off notifications"),
+    "notificationsBlocked": _("Notifications are blocked in this browser"),
 }

@@ -6,7 +6,6 @@ names the hosts it talks to. Run by Molecule's testinfra verifier, or directly:
 """
 
 import ssl
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 from chatclient import ChatSite
+from testhost import container_address, podman
 
 LB = "chatstack-cluster-lb"
 APP_HOSTS = ["chatstack-cluster-app1", "chatstack-cluster-app2"]
@@ -29,20 +29,9 @@ APP_TLS_NAME = "chatstack-app"
 GROUPS = {"lb": [LB], "app": APP_HOSTS, "redis": [REDIS], "db": [DB], "monitoring": [LB]}
 
 
-def podman(*args: str) -> str:
-    return subprocess.run(
-        ["podman", *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def address(container: str) -> str:
     """The container's address on the cluster's network."""
-    return podman(
-        "inspect",
-        "--format",
-        '{{(index .NetworkSettings.Networks "chatstack-cluster").IPAddress}}',
-        container,
-    )
+    return container_address(container, "chatstack-cluster")
 
 
 @pytest.fixture(scope="session")

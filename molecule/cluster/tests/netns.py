@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testhost import podman
+
 RELAY = """
 import asyncio, sys
 
@@ -65,12 +67,7 @@ except OSError as error:
 
 
 def container_pid(container: str) -> str:
-    return subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.Pid}}", container],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    return podman("inspect", "--format", "{{.State.Pid}}", container)
 
 
 def in_namespace(container: str, *command: str) -> list[str]:

@@ -10,9 +10,11 @@ import uuid
 import pytest
 from chatbrowser import ARTIFACTS
 from chatclient import next_of_type
-from conftest import APP_HOSTS, APP_TLS_NAME, CA_CERTIFICATE, DB, GROUPS, LB, REDIS, address, podman
+from conftest import APP_HOSTS, APP_TLS_NAME, CA_CERTIFICATE, DB, GROUPS, LB, REDIS, address
 from netns import connect_outcome, exchange, relay
 from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
+from testhost import podman
+from waiting import wait_until
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 
@@ -371,18 +373,20 @@ def test_prometheus_on_the_lb_scrapes_every_host_of_the_cluster():
         ("prometheus", LB),
         *(("node", host) for host in [LB, *APP_HOSTS, REDIS, DB]),
         ("nginx", LB),
+        ("mtail", LB),
+        # The probes of the site, named after the load balancer they reach.
+        ("blackbox", LB),
         ("redis", REDIS),
         ("postgres", DB),
         *(("chatstack-daphne", host) for host in APP_HOSTS),
     }
-    deadline = time.monotonic() + 120
-    while True:
+
+    def targets_if_all_up() -> list[dict] | None:
         targets = prometheus_targets()
         down = [(t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
-        if not down or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    assert down == []
+        return None if down else targets
+
+    targets = wait_until(targets_if_all_up, 120, "every target scraped", interval=3)
     # Instances of Daphne targets name the port too ("host:7001").
     scraped = {(t["labels"]["job"], t["labels"]["instance"].split(":")[0]) for t in targets}
     assert scraped == expected

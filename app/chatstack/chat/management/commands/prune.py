@@ -1,13 +1,14 @@
 from datetime import timedelta
 
-import redis
+import redis.asyncio as redis
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
 from chatstack.chat import latest
-from chatstack.chat.consumers import writer_lock
+from chatstack.chat.history import writer_lock
 from chatstack.chat.models import Invite, Message
 
 # Room names per Redis DEL and per SQL IN list (SQLite caps a statement's parameters).
@@ -56,18 +57,23 @@ class Command(BaseCommand):
 
     def forget(self, rooms: list[str]) -> None:
         """Deletes the Redis keys of rooms that have no messages left."""
-        client = redis.Redis.from_url(
-            settings.CHATSTACK_PRESENCE_REDIS_URL,
-            socket_timeout=5,
-            **settings.CHATSTACK_REDIS_OPTIONS,
-        )
-        try:
-            # Earlier releases' one set of every room ever used goes too.
-            client.delete(latest.LEGACY_KEY)
-            for start in range(0, len(rooms), CHUNK):
-                client.delete(*(latest.key(room) for room in rooms[start : start + CHUNK]))
-        finally:
-            client.close()
+        async_to_sync(_forget)(rooms)
+
+
+async def _forget(rooms: list[str]) -> None:
+    # An asyncio client: CHATSTACK_REDIS_OPTIONS' retry is redis.asyncio's.
+    client = redis.Redis.from_url(
+        settings.CHATSTACK_PRESENCE_REDIS_URL,
+        socket_timeout=5,
+        **settings.CHATSTACK_REDIS_OPTIONS,
+    )
+    try:
+        # Earlier releases' one set of every room ever used goes too.
+        await client.delete(latest.LEGACY_KEY)
+        for start in range(0, len(rooms), CHUNK):
+            await client.delete(*(latest.key(room) for room in rooms[start : start + CHUNK]))
+    finally:
+        await client.aclose()
 
 
 def _rooms_with_messages(rooms: set[str]) -> list[str]:

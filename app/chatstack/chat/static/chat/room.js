@@ -23,6 +23,8 @@
   // A message whose echo takes longer (a stalled connection) leaves the box
   // for the outbox, so the box is free again.
   const ECHO_WAIT_MS = 5000;
+  // A desktop notification's body ("name: text") is cut to this many characters.
+  const NOTIFICATION_BODY_MAX = 120;
 
   const byId = (id) => document.getElementById(id);
   const fromJson = (id) => JSON.parse(byId(id).textContent);
@@ -39,6 +41,7 @@
   const counterEl = byId("chat-counter");
   const announceEl = byId("chat-announce");
   const jumpButton = byId("jump-latest");
+  const notifyButton = byId("notify-toggle");
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${window.location.host}/ws/chat/${encodeURIComponent(roomName)}/`;
   const lang = document.documentElement.lang || undefined;
@@ -47,6 +50,11 @@
   const dayFormat = new Intl.DateTimeFormat(lang, { dateStyle: "full" });
   const baseTitle = document.title;
   const maxLength = input.maxLength;
+  // The outbox and the box's text outlive a reload of this tab (not the tab).
+  // Keyed by account too: whoever signs in next in this tab must not send them.
+  const OUTBOX_KEY = `chatstack:outbox:${me}:${roomName}`;
+  // Whether the reader turned notifications on; the browser keeps the permission.
+  const NOTIFY_KEY = "chatstack:notify";
 
   let socket = null;
   let failures = 0;
@@ -62,6 +70,7 @@
   let unread = 0;
   // Before reconnecting: the newest id on screen, to fill what was missed while away.
   let gapAfter = null;
+  let notifying = false;
 
   function format(template, values) {
     return template.replace(/%\((\w+)\)s/g, (_, name) => String(values[name]));
@@ -73,6 +82,23 @@
     }
     // randomUUID needs a secure context; plain-HTTP development has none.
     return Array.from(crypto.getRandomValues(new Uint32Array(4)), (n) => n.toString(16)).join("-");
+  }
+
+  // Storage can be off or full (private modes, policies): the page works without it.
+  function readStored(storage, key) {
+    try {
+      return storage.getItem(key);
+    } catch {
+      return null;
+    }
+  }
+
+  function writeStored(storage, key, value) {
+    try {
+      storage.setItem(key, value);
+    } catch {
+      // Nothing kept; nothing else changes.
+    }
   }
 
   function setState(state) {
@@ -246,6 +272,7 @@
       scrollToLatest();
       return;
     }
+    notify(msg);
     if (document.hidden || !stick) {
       markNew(added[0], 1);
     } else {
@@ -349,6 +376,59 @@
     maybeLoadOlder();
   }
 
+  // --- Desktop notifications ----------------------------------------------
+
+  function renderNotifyButton() {
+    const blocked = Notification.permission === "denied";
+    notifyButton.hidden = false;
+    notifyButton.disabled = blocked;
+    notifyButton.setAttribute("aria-pressed", String(notifying));
+    notifyButton.textContent = blocked
+      ? strings.notificationsBlocked
+      : strings[notifying ? "notificationsOff" : "notificationsOn"];
+  }
+
+  // Permission is asked for here only: browsers (and people) refuse a page
+  // that asks before anyone showed they want it.
+  async function toggleNotifications() {
+    if (notifying) {
+      notifying = false;
+    } else {
+      notifying = (await Notification.requestPermission()) === "granted";
+    }
+    writeStored(localStorage, NOTIFY_KEY, notifying ? "on" : "off");
+    renderNotifyButton();
+  }
+
+  // Others' messages while the page is hidden; a mention of the reader even
+  // while it is shown, since it asks for them by name.
+  function notify(msg) {
+    if (!notifying || Notification.permission !== "granted") {
+      return;
+    }
+    if (!document.hidden && !MENTION.test(msg.message)) {
+      return;
+    }
+    let body = format(strings.announce, { user: msg.user, message: msg.message });
+    if (body.length > NOTIFICATION_BODY_MAX) {
+      body = `${body.slice(0, NOTIFICATION_BODY_MAX - 1)}…`;
+    }
+    const notification = new Notification(roomName, { body });
+    notification.addEventListener("click", () => {
+      window.focus();
+      notification.close();
+    });
+  }
+
+  function setUpNotifications() {
+    if (!("Notification" in window)) {
+      return;
+    }
+    notifying = Notification.permission === "granted" && readStored(localStorage, NOTIFY_KEY) === "on";
+    renderNotifyButton();
+    notifyButton.addEventListener("click", toggleNotifications);
+  }
+
   // --- Sending: the outbox --------------------------------------------------
 
   function renderPending(entry) {
@@ -381,7 +461,40 @@
     clearInput();
   }
 
+  // What a reload must not lose: the outbox with each message's cid (sent
+  // again unchanged, the server stores it once), the box's text, and the cid
+  // of a refused text in it.
+  function saveOutbox() {
+    writeStored(sessionStorage, OUTBOX_KEY, JSON.stringify({
+      draft: input.readOnly ? "" : input.value,
+      refused,
+      outbox: outbox.map(({ cid, text }) => ({ cid, text })),
+    }));
+  }
+
+  function restoreOutbox() {
+    let saved = null;
+    try {
+      saved = JSON.parse(readStored(sessionStorage, OUTBOX_KEY));
+    } catch {
+      saved = null;
+    }
+    if (!saved) {
+      return;
+    }
+    input.value = saved.draft || "";
+    refused = saved.refused || null;
+    for (const { cid, text } of saved.outbox || []) {
+      const entry = { cid, text, fromInput: false, sent: false, item: null };
+      entry.item = renderPending(entry);
+      log.append(entry.item);
+      outbox.push(entry);
+    }
+  }
+
+  // Every change of the outbox ends here, so this is where it is saved.
   function pump() {
+    saveOutbox();
     const head = outbox[0];
     if (head && !head.sent && connected()) {
       head.sent = true;
@@ -561,6 +674,7 @@
       refusalEl.hidden = true;
     }
     updateCounter();
+    saveOutbox();
   });
   log.addEventListener("scroll", () => {
     maybeLoadOlder();
@@ -582,6 +696,8 @@
   });
   document.addEventListener("visibilitychange", seen);
 
+  restoreOutbox();
+  setUpNotifications();
   updateCounter();
   connect();
 })();

@@ -1,0 +1,58 @@
+"""The cluster's data is in PostgreSQL on the db host: its backup timer dumps it,
+backup.yml fetches the newest dump, and restore.yml brings deleted data back from it.
+
+Deletes every account and message of the site (and restores them): run it only
+against the scenario's own hosts.
+"""
+
+import asyncio
+import json
+import uuid
+
+import testinfra
+from chatclient import chat, history, stored_messages
+from conftest import APP_HOSTS, DB, GROUPS
+from playbook import run_playbook_ok
+
+
+def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path):
+    """The night the database is lost: without a dump that restores, every account and
+    every conversation of the site is gone."""
+    app = testinfra.get_host(f"podman://{APP_HOSTS[0]}")
+    db = testinfra.get_host(f"podman://{DB}")
+    room = f"drill-{uuid.uuid4().hex[:8]}"
+    alice, bob = site.session(), site.session()
+    alice.signup(f"alice{uuid.uuid4().hex[:8]}")
+    bob.signup(f"bob{uuid.uuid4().hex[:8]}")
+    asyncio.run(chat(alice, bob, room, ["before the dump", "kept?", "ünïcödé ✓"]))
+    messages = stored_messages(app, room)
+
+    started = db.run("systemctl start chatstack-backup.service")
+    journal = db.run("journalctl -u chatstack-backup --no-pager -n 30").stdout
+    assert started.rc == 0, f"the db host's scheduled backup fails:\n{journal}"
+
+    fetched = tmp_path / "fetched"
+    run_playbook_ok(GROUPS, tmp_path, "-e", f"backup_dir={fetched}", playbook="backup.yml")
+    manifest = json.loads((fetched / "manifest.json").read_text())
+    assert manifest["engine"] == "postgresql"
+    assert manifest["host"] == DB
+    assert (fetched / "db.dump").stat().st_size > 0, "backup.yml fetched an empty dump"
+
+    app.check_output("chatstack-manage flush --noinput")
+    assert stored_messages(app, room) == []
+
+    run_playbook_ok(
+        GROUPS, tmp_path, "-l", DB, "-e", "restore_scheduled=newest",
+        "-e", f"restore_confirm={DB}", "-e", f"backup_root={tmp_path / 'backups'}",
+        playbook="restore.yml",
+    )  # fmt: skip
+    for name in APP_HOSTS:
+        units = testinfra.get_host(f"podman://{name}")
+        assert units.service("chatstack-uwsgi").is_running, f"{name} serves no pages"
+    assert stored_messages(app, room) == messages
+    status, _, _ = alice.request("/chat/")
+    assert status == 200, "the session from before the backup is not valid any more"
+    relogged = site.session()
+    relogged.login(bob.username)
+    shown = asyncio.run(history(relogged, room))
+    assert [m["message"] for m in shown] == [m["text"] for m in messages]
