@@ -2,8 +2,14 @@
 
 import json
 import re
+from pathlib import Path
 
 from testhost import daphne_units
+
+PROMETHEUS_FILES = Path(__file__).resolve().parents[2] / "roles/prometheus"
+# What an operator looks at: the console page and the Grafana dashboard.
+CONSOLE = PROMETHEUS_FILES / "templates/chatstack-console.html.j2"
+DASHBOARD = PROMETHEUS_FILES / "files/chatstack-grafana.json"
 
 FETCH = """
 import http.client, json, sys, urllib.parse
@@ -30,6 +36,22 @@ def prometheus_api(host, path: str):
     status, body = fetch(host, PROMETHEUS + path)
     assert status == 200
     return json.loads(body)["data"]
+
+
+def metric_names(queries: str) -> set[str]:
+    """The names of the metrics the site's exporters and the app export, in PromQL text."""
+    return set(re.findall(r"\b(?:chatstack|probe|redis|apt|node|pg)_[A-Za-z0-9_]+", queries))
+
+
+def dashboard_queries() -> str:
+    """Every query of the Grafana dashboard, one per line."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return "\n".join(target["expr"] for panel in panels for target in panel.get("targets", []))
+
+
+def scraped_metric_names(host) -> set[str]:
+    """Every metric name the Prometheus on `host` has."""
+    return set(prometheus_api(host, "/api/v1/label/__name__/values"))
 
 
 def listen_address(host, port: int) -> str:

@@ -8,9 +8,11 @@ import time
 import uuid
 
 import pytest
+import testinfra
 from chatbrowser import ARTIFACTS
 from chatclient import next_of_type
 from conftest import APP_HOSTS, APP_TLS_NAME, CA_CERTIFICATE, DB, GROUPS, LB, REDIS, address
+from hostmetrics import dashboard_queries, metric_names, scraped_metric_names
 from netns import connect_outcome, exchange, relay
 from playbook import ROOT, app_copy, mark_login_page, recap, run_playbook
 from testhost import podman
@@ -390,3 +392,17 @@ def test_prometheus_on_the_lb_scrapes_every_host_of_the_cluster():
     # Instances of Daphne targets name the port too ("host:7001").
     scraped = {(t["labels"]["job"], t["labels"]["instance"].split(":")[0]) for t in targets}
     assert scraped == expected
+
+
+def test_the_dashboards_postgresql_panels_have_their_metrics():
+    """An operator who imports the Grafana dashboard sees empty PostgreSQL panels if it
+    names the exporter's metrics wrongly (the other panels are checked in `default`)."""
+    names = {name for name in metric_names(dashboard_queries()) if name.startswith("pg_")}
+    assert names, "the dashboard has PostgreSQL panels"
+    lb = testinfra.get_host(f"podman://{LB}")
+    wait_until(
+        lambda: names <= scraped_metric_names(lb),
+        60,
+        f"Prometheus has every PostgreSQL metric the dashboard queries, {sorted(names)}",
+        interval=3,
+    )
