@@ -32,8 +32,9 @@ EXPORTERS = {
             r'^node_systemd_unit_state\{name="nginx\.service",state="active".*\} 1$',
             r'^node_systemd_unit_state\{name="chatstack-daphne@7001\.service",'
             r'state="active".*\} 1$',
-            # Debian's apt collector, through the textfile directory.
-            r"^apt_upgrades_pending\{",
+            # Debian's apt collector, through the textfile directory (Debian 13's writes
+            # apt_upgrades_pending only while updates wait: no line at all for none).
+            r"^apt_package_cache_timestamp_seconds ",
             r"^node_reboot_required [01]$",
         ],
     ),
