@@ -84,9 +84,10 @@ def test_provided_certificate_is_served(host, debian12_container, tmp_path):
         assert "provided.chatstack.test" in host.check_output(served)
         assert provided["nginx_tls_provided_private_key"] not in result.stdout
     finally:
-        # Back to the default: the self-signed certificate is issued again.
+        # Back to the default: the self-signed certificate is issued again, and the
+        # blackbox probe must trust the new one (it pins a self-signed certificate).
         (tmp_path / "selfsigned").mkdir()
-        result, _ = run_playbook(container, tmp_path / "selfsigned", "--tags", "nginx")
+        result, _ = run_playbook(container, tmp_path / "selfsigned", "--tags", "nginx,blackbox")
     assert result.returncode == 0, result.stdout
     assert "provided.chatstack.test" not in host.check_output(served)
 
