@@ -95,12 +95,15 @@ def test_redis_connections_cut_while_chatting(host, pair, record_time):
     alice = pair[0]
     recovered = "chatstack_messages_recovered_total"
     before = app_metrics(host)[recovered]
+    cut = 0
     for index in range(20):
         if index % 4 == 0:
             # Every connection between the app and Redis, from the kernel's side.
-            host.run_expect([0], "ss -K -Htn state established '( dport = :6379 )'")
+            killed = host.check_output("ss -K -Htn state established '( dport = :6379 )'")
+            cut += len(killed.splitlines())
         alice.send(f"while cut {index}")
         time.sleep(0.2)
+    assert cut > 0, "no connection to Redis was cut: the test tested nothing"
 
     start = time.monotonic()
 
@@ -111,7 +114,9 @@ def test_redis_connections_cut_while_chatting(host, pair, record_time):
     wait_until(every_page_shows_what_is_stored, RECOVERY_TIMEOUT, "pages still miss messages")
     record_time("recovery, redis connections cut: every message shown", time.monotonic() - start)
     assert_nothing_lost(host, pair)
-    assert app_metrics(host)[recovered] > before, "the cuts lost nothing: they tested nothing"
+    # Since redis-py retries on a fresh connection, the layer often resubscribes in time
+    # and loses nothing; what it did lose came from the database (counted here).
+    print(f"{cut} connections cut, {app_metrics(host)[recovered] - before:.0f} messages recovered")
 
 
 def test_uwsgi_stopped(host, pair, site, record_time):
