@@ -125,7 +125,8 @@ test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (2) at a ti
 molecule-%: venv images
 	@mkdir -p build/molecule
 	@echo "== molecule scenario $* started $$(date -u +%T)" | tee build/molecule/$*.log
-	@$(BIN)/molecule test -s $* 2>&1 | tee -a build/molecule/$*.log \
+	@# Wide lines: at 80 columns Molecule wraps a failed test's name off its FAILED line.
+	@COLUMNS=300 $(BIN)/molecule test -s $* 2>&1 | tee -a build/molecule/$*.log \
 	    || { echo "== molecule scenario $* FAILED $$(date -u +%T)" | tee -a build/molecule/$*.log; exit 1; }
 	@echo "== molecule scenario $* passed $$(date -u +%T)" | tee -a build/molecule/$*.log
 
