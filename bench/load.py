@@ -136,7 +136,7 @@ def run_workers(coroutine, jobs: list[tuple], timeout: float, barrier_parties: i
     processes = [
         context.Process(
             target=_worker,
-            args=(coroutine, (*job, barrier) if barrier else job, results),
+            args=(coroutine, (*job, barrier) if barrier_parties else job, results),
             daemon=True,
         )
         for job in jobs
