@@ -1,0 +1,126 @@
+"""The benchmark's report: tuned against seed, row by row, and the targets reached."""
+
+
+def ratio(tuned, seed) -> str:
+    if not isinstance(tuned, int | float) or not isinstance(seed, int | float) or not seed:
+        return ""
+    return f"{tuned / seed:.2f}x"
+
+
+def cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def pick(result: dict, path: tuple):
+    for key in path:
+        if not isinstance(result, dict):
+            return None
+        result = result.get(key)
+    return result
+
+
+def _paths(tuned: dict) -> list[tuple]:
+    """(label, path into a profile's results) of every row there can be."""
+    paths = []
+    for run, label in (("fresh", "fresh host"), ("again", "no changes")):
+        paths += [
+            (f"converge, {label}: seconds", ("converge", run, "seconds")),
+            (f"converge, {label}: changed tasks", ("converge", run, "changed")),
+        ]
+    for key in tuned.get("pages", {}):
+        paths += [
+            (f"pages {key}: req/s", ("pages", key, "requests_per_second")),
+            (f"pages {key}: p99 ms", ("pages", key, "latency_ms", "p99")),
+        ]
+    for key in tuned.get("fanout", {}):
+        paths += [
+            (f"fan-out {key}: delivered msg/s", ("fanout", key, "delivered_per_second")),
+            *(
+                (f"fan-out {key}: {metric} ms", ("fanout", key, "latency_ms", metric))
+                for metric in ("p50", "p99", "max")
+            ),
+            (f"fan-out {key}: delivered/expected", ("fanout", key, "delivery_ratio")),
+        ]
+    return [
+        *paths,
+        ("capacity: WebSockets held", ("capacity", "held")),
+        ("capacity: ramp seconds", ("capacity", "ramp_seconds")),
+        ("capacity: broadcast reached", ("capacity", "broadcast_reached")),
+        ("capacity: broadcast reached all", ("capacity", "broadcast_reached_all")),
+        ("capacity: broadcast p99 ms", ("capacity", "broadcast_latency_ms", "p99")),
+        *(
+            (
+                f"capacity: KiB per connection, {part}",
+                ("capacity", "memory_per_connection_kib", part),
+            )
+            for part in ("nginx", "daphne", "redis-server", "total")
+        ),
+    ]
+
+
+def rows(results: dict) -> list[tuple]:
+    """(label, tuned, seed) for the table, from whatever parts ran."""
+    tuned, seed = results.get("tuned", {}), results.get("seed", {})
+    out = []
+    for label, path in _paths(tuned):
+        values = (pick(tuned, path), pick(seed, path))
+        if values != (None, None):
+            out.append((label, *values))
+    return out
+
+
+def table(results: dict) -> str:
+    lines = [f"{'':<46} {'tuned':>12} {'seed':>12} {'tuned/seed':>11}"]
+    for label, tuned, seed in rows(results):
+        lines.append(f"{label:<46} {cell(tuned):>12} {cell(seed):>12} {ratio(tuned, seed):>11}")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> dict:
+    tuned, seed = results.get("tuned", {}), results.get("seed", {})
+    reached = {}
+    fan, seed_fan = tuned.get("fanout", {}).get("default"), seed.get("fanout", {}).get("default")
+    if fan and seed_fan:
+        reached["fanout 5x seed, p99 <= 100 ms"] = (
+            fan["delivered_per_second"] >= 5 * seed_fan["delivered_per_second"]
+            and fan["latency_ms"]["p99"] is not None
+            and fan["latency_ms"]["p99"] <= 100
+        )
+    capacity = tuned.get("capacity")
+    # --quick opens fewer: nothing to say about 10,000 then.
+    if capacity and capacity["target"] >= 10000:
+        reached["10,000 WebSockets held, broadcast reaches all"] = (
+            capacity["held"] >= 10000 and capacity["broadcast_reached_all"]
+        )
+    again = tuned.get("converge", {}).get("again")
+    if again:
+        reached["second converge < 30 s, no changes"] = (
+            again["seconds"] < 30 and again.get("changed") == 0
+        )
+    return reached
+
+
+def summary(report: dict) -> str:
+    """What the console shows at the end: the table, the targets, the limits, the machine."""
+    raised = report["limits_raised_for_the_benchmark"].items()
+    return "\n".join(
+        [
+            "",
+            table(report["results"]),
+            "",
+            *(
+                f"target {'reached' if met else 'NOT reached'}: {target}"
+                for target, met in report["targets"].items()
+            ),
+            "limits raised: " + ", ".join(f"{name}={value}" for name, value in raised),
+            f"machine: {report['machine']}",
+        ]
+    )
