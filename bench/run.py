@@ -41,6 +41,7 @@ PARTS = ("converge", "pages", "fanout", "capacity")
 RAISED = (
     "nginx_websocket_rate",
     "nginx_websocket_burst",
+    "nginx_websocket_connections_per_client",
     "nginx_login_rate",
     "nginx_login_burst",
     "app_rate_limit_count",
