@@ -292,6 +292,17 @@ class SocketSwitch:
         self.down = False
 
 
+def open_room_then_lose_the_server(user: ChatUser, room: str) -> SocketSwitch:
+    """Opens the room, then cuts its connection as a server that goes away would, until
+    the page says it is reconnecting; the switch's restore() brings the server back."""
+    switch = SocketSwitch(user.page)
+    user.open_room(room)
+    seen = len(user.states())
+    switch.cut()
+    user.wait_state("reconnecting", timeout=10, seen_after=seen)
+    return switch
+
+
 def chat_until_delivered(sender: ChatUser, receiver: ChatUser, label: str, deadline: float) -> int:
     """Sends numbered probes until one reaches the receiver; returns how many were sent.
 

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from chatbrowser import SocketSwitch
+from chatbrowser import open_room_then_lose_the_server
 from chatclient import store_messages, stored_messages
 
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -103,12 +103,7 @@ def test_a_message_typed_while_disconnected_arrives_once(chat_user, host):
     pending, and sent exactly once when the connection is back."""
     room = new_room()
     alice = chat_user()
-    switch = SocketSwitch(alice.page)
-    alice.open_room(room)
-
-    seen = len(alice.states())
-    switch.cut()
-    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    switch = open_room_then_lose_the_server(alice, room)
     alice.send("written while offline")
     alice.page.locator("#chat-log li.pending").wait_for(timeout=5_000)
     assert alice.box_text == "", "the box should be free for the next message"
@@ -126,11 +121,7 @@ def test_a_reader_away_for_more_than_a_page_misses_nothing(chat_user, host):
     room = new_room()
     alice = chat_user()
     store_messages(host, room, alice.username, [f"before {i}" for i in range(5)])
-    switch = SocketSwitch(alice.page)
-    alice.open_room(room)
-    seen = len(alice.states())
-    switch.cut()
-    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    switch = open_room_then_lose_the_server(alice, room)
     missed = [f"while away {i}" for i in range(130)]
     store_messages(host, room, alice.username, missed)
 
@@ -246,11 +237,7 @@ def test_a_message_waiting_in_the_outbox_survives_a_reload(chat_user, host):
     the server is back, and a later reload sends nothing again."""
     room = new_room()
     alice = chat_user()
-    switch = SocketSwitch(alice.page)
-    alice.open_room(room)
-    seen = len(alice.states())
-    switch.cut()
-    alice.wait_state("reconnecting", timeout=10, seen_after=seen)
+    switch = open_room_then_lose_the_server(alice, room)
     alice.send("written before the reload")
     alice.page.locator("#chat-log li.pending").wait_for(timeout=5_000)
     alice.page.fill("#chat-message-input", "not sent yet")
