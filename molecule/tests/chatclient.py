@@ -188,6 +188,17 @@ async def chat(alice, bob, room: str, lines: list[str]) -> None:
                 pass
 
 
+def assert_chat_is_back(site, alice, bob_name: str, room: str, messages: list[dict]) -> None:
+    """After a restore: alice's session from before still holds, and bob, logging in
+    again, sees the room's `messages` (as the database held them) in order."""
+    status, _, _ = alice.request("/chat/")
+    assert status == 200, "the session from before the backup is not valid any more"
+    relogged = site.session()
+    relogged.login(bob_name)
+    shown = asyncio.run(history(relogged, room))
+    assert [m["message"] for m in shown] == [m["text"] for m in messages]
+
+
 def manage_shell(host, code: str):
     """What `code`, run by the operator's `chatstack-manage shell`, printed last, as JSON."""
     output = host.check_output(f"chatstack-manage shell -c {shlex.quote(code)}")

@@ -100,6 +100,15 @@ def run_playbook_ok(
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
+def restore_newest(hosts: str | dict[str, list[str]], tmp_path: Path, target: str) -> None:
+    """restore.yml puts the newest backup the timer made on `target` back in place."""
+    run_playbook_ok(
+        hosts, tmp_path, "-l", target, "-e", "restore_scheduled=newest",
+        "-e", f"restore_confirm={target}", "-e", f"backup_root={tmp_path / 'backups'}",
+        playbook="restore.yml",
+    )  # fmt: skip
+
+
 def run_ansible(command: list[str]) -> subprocess.CompletedProcess:
     """An Ansible command with the project's configuration, output captured."""
     return subprocess.run(

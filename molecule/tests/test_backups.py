@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chatclient import chat, history, stored_messages
-from playbook import run_playbook_ok
+from chatclient import assert_chat_is_back, chat, stored_messages
+from playbook import restore_newest, run_playbook_ok
 
 BACKUPS = "/var/backups/chatstack"
 METRIC = "/var/lib/prometheus/node-exporter/chatstack_backup.prom"
@@ -136,19 +136,10 @@ def test_a_restore_from_the_scheduled_backup_brings_deleted_data_back(
     host.check_output("chatstack-manage flush --noinput")
     assert stored_messages(host, room) == []
 
-    run_playbook_ok(
-        container, tmp_path, "-l", container, "-e", "restore_scheduled=newest",
-        "-e", f"restore_confirm={container}", "-e", f"backup_root={tmp_path / 'backups'}",
-        playbook="restore.yml",
-    )  # fmt: skip
+    restore_newest(container, tmp_path, container)
 
     assert stored_messages(host, room) == messages
-    status, _, _ = alice.request("/chat/")
-    assert status == 200, "the session from before the backup is not valid any more"
-    relogged = site.session()
-    relogged.login(bob.username)
-    shown = asyncio.run(history(relogged, room))
-    assert [m["message"] for m in shown] == [m["text"] for m in messages]
+    assert_chat_is_back(site, alice, bob.username, room, messages)
 
 
 @pytest.mark.destructive

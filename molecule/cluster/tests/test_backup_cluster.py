@@ -10,9 +10,9 @@ import json
 import uuid
 
 import testinfra
-from chatclient import chat, history, stored_messages
+from chatclient import assert_chat_is_back, chat, stored_messages
 from conftest import APP_HOSTS, DB, GROUPS
-from playbook import run_playbook_ok
+from playbook import restore_newest, run_playbook_ok
 
 
 def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path):
@@ -41,18 +41,9 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     app.check_output("chatstack-manage flush --noinput")
     assert stored_messages(app, room) == []
 
-    run_playbook_ok(
-        GROUPS, tmp_path, "-l", DB, "-e", "restore_scheduled=newest",
-        "-e", f"restore_confirm={DB}", "-e", f"backup_root={tmp_path / 'backups'}",
-        playbook="restore.yml",
-    )  # fmt: skip
+    restore_newest(GROUPS, tmp_path, DB)
     for name in APP_HOSTS:
         units = testinfra.get_host(f"podman://{name}")
         assert units.service("chatstack-uwsgi").is_running, f"{name} serves no pages"
     assert stored_messages(app, room) == messages
-    status, _, _ = alice.request("/chat/")
-    assert status == 200, "the session from before the backup is not valid any more"
-    relogged = site.session()
-    relogged.login(bob.username)
-    shown = asyncio.run(history(relogged, room))
-    assert [m["message"] for m in shown] == [m["text"] for m in messages]
+    assert_chat_is_back(site, alice, bob.username, room, messages)
