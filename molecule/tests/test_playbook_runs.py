@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
-from playbook import recap, run_playbook
+from playbook import SINGLE_HOST_GROUPS, recap, run_playbook
 
 
 def test_check_mode_on_converged_host_changes_nothing(container, tmp_path):
@@ -85,9 +85,10 @@ def test_provided_certificate_is_served(host, debian12_container, tmp_path):
         assert provided["nginx_tls_provided_private_key"] not in result.stdout
     finally:
         # Back to the default: the self-signed certificate is issued again, and the
-        # blackbox probe must trust the new one (it pins a self-signed certificate).
+        # blackbox probe on this host (the scenario's monitoring host) must trust the new one.
         (tmp_path / "selfsigned").mkdir()
-        result, _ = run_playbook(container, tmp_path / "selfsigned", "--tags", "nginx,blackbox")
+        monitored = {group: [container] for group in (*SINGLE_HOST_GROUPS, "monitoring")}
+        result, _ = run_playbook(monitored, tmp_path / "selfsigned", "--tags", "nginx,blackbox")
     assert result.returncode == 0, result.stdout
     assert "provided.chatstack.test" not in host.check_output(served)
 
