@@ -51,13 +51,16 @@ def inventory_for(
     groups = {group: [hosts] for group in SINGLE_HOST_GROUPS} if isinstance(hosts, str) else hosts
     inventory = tmp_path / "inventory"
     inventory.mkdir()
-    children = {
-        group: {"hosts": {member: connection(member, over_podman) for member in members}}
-        for group, members in groups.items()
+    # Each container's connection once (a `podman port` each), its groups by name; the
+    # order the groups name them in stays (the secret-keeper tests reorder on purpose).
+    containers = dict.fromkeys(member for members in groups.values() for member in members)
+    chatstack = {
+        "hosts": {container: connection(container, over_podman) for container in containers},
+        "children": {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()},
     }
     # JSON is YAML, and needs no quoting rules.
     (inventory / "hosts.yml").write_text(
-        json.dumps({"all": {"children": {"chatstack": {"children": children}}}})
+        json.dumps({"all": {"children": {"chatstack": chatstack}}})
     )
     (inventory / "group_vars").symlink_to(ROOT / "inventory/molecule/group_vars")
     return inventory
