@@ -9,6 +9,8 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
+from dataclasses import dataclass
 
 from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import ConnectionClosed
@@ -188,15 +190,37 @@ async def chat(alice, bob, room: str, lines: list[str]) -> None:
                 pass
 
 
-def assert_chat_is_back(site, alice, bob_name: str, room: str, messages: list[dict]) -> None:
+@dataclass
+class Drill:
+    """Two people who chatted in a room of their own before a drill's data loss."""
+
+    alice: Browser
+    bob: Browser
+    room: str
+    stored: list[dict]
+
+
+def chatted_before_the_drill(site, host) -> Drill:
+    """New accounts alice and bob say three lines in a new room; `stored` is what
+    `host`'s database holds of them."""
+    tag = uuid.uuid4().hex[:8]
+    alice, bob = site.session(), site.session()
+    alice.signup(f"alice{tag}")
+    bob.signup(f"bob{tag}")
+    room = f"drill-{tag}"
+    asyncio.run(chat(alice, bob, room, ["before the backup", "kept?", "ünïcödé ✓"]))
+    return Drill(alice, bob, room, stored_messages(host, room))
+
+
+def assert_chat_is_back(site, drill: Drill) -> None:
     """After a restore: alice's session from before still holds, and bob, logging in
-    again, sees the room's `messages` (as the database held them) in order."""
-    status, _, _ = alice.request("/chat/")
+    again, sees the room's messages (as the database held them) in order."""
+    status, _, _ = drill.alice.request("/chat/")
     assert status == 200, "the session from before the backup is not valid any more"
     relogged = site.session()
-    relogged.login(bob_name)
-    shown = asyncio.run(history(relogged, room))
-    assert [m["message"] for m in shown] == [m["text"] for m in messages]
+    relogged.login(drill.bob.username)
+    shown = asyncio.run(history(relogged, drill.room))
+    assert [m["message"] for m in shown] == [m["text"] for m in drill.stored]
 
 
 def manage_shell(host, code: str):

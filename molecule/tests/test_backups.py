@@ -1,15 +1,13 @@
 """Scheduled backups (roles/backup): what the timer's service leaves on the host, and a
 restore from it after the data is gone."""
 
-import asyncio
 import datetime
 import json
 import re
-import uuid
 from pathlib import Path
 
 import pytest
-from chatclient import assert_chat_is_back, chat, stored_messages
+from chatclient import assert_chat_is_back, chatted_before_the_drill, stored_messages
 from playbook import restore_newest, run_playbook_ok
 
 BACKUPS = "/var/backups/chatstack"
@@ -125,21 +123,16 @@ def test_a_restore_from_the_scheduled_backup_brings_deleted_data_back(
     """The night the data is lost: accounts, sessions and history come back from the
     backup the timer made, or users lose everything."""
     needs_backups(host)
-    room = f"drill-{uuid.uuid4().hex[:8]}"
-    alice, bob = site.session(), site.session()
-    alice.signup(f"alice{uuid.uuid4().hex[:8]}")
-    bob.signup(f"bob{uuid.uuid4().hex[:8]}")
-    asyncio.run(chat(alice, bob, room, ["before the backup", "kept?", "ünïcödé ✓"]))
-    messages = stored_messages(host, room)
+    drill = chatted_before_the_drill(site, host)
     run_backup(host)
 
     host.check_output("chatstack-manage flush --noinput")
-    assert stored_messages(host, room) == []
+    assert stored_messages(host, drill.room) == []
 
     restore_newest(container, tmp_path, container)
 
-    assert stored_messages(host, room) == messages
-    assert_chat_is_back(site, alice, bob.username, room, messages)
+    assert stored_messages(host, drill.room) == drill.stored
+    assert_chat_is_back(site, drill)
 
 
 @pytest.mark.destructive

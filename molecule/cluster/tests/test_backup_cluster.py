@@ -5,12 +5,10 @@ Deletes every account and message of the site (and restores them): run it only
 against the scenario's own hosts.
 """
 
-import asyncio
 import json
-import uuid
 
 import testinfra
-from chatclient import assert_chat_is_back, chat, stored_messages
+from chatclient import assert_chat_is_back, chatted_before_the_drill, stored_messages
 from conftest import APP_HOSTS, DB, GROUPS
 from playbook import restore_newest, run_playbook_ok
 
@@ -20,12 +18,7 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     every conversation of the site is gone."""
     app = testinfra.get_host(f"podman://{APP_HOSTS[0]}")
     db = testinfra.get_host(f"podman://{DB}")
-    room = f"drill-{uuid.uuid4().hex[:8]}"
-    alice, bob = site.session(), site.session()
-    alice.signup(f"alice{uuid.uuid4().hex[:8]}")
-    bob.signup(f"bob{uuid.uuid4().hex[:8]}")
-    asyncio.run(chat(alice, bob, room, ["before the dump", "kept?", "ünïcödé ✓"]))
-    messages = stored_messages(app, room)
+    drill = chatted_before_the_drill(site, app)
 
     started = db.run("systemctl start chatstack-backup.service")
     journal = db.run("journalctl -u chatstack-backup --no-pager -n 30").stdout
@@ -39,11 +32,11 @@ def test_the_db_hosts_dump_restores_deleted_accounts_and_history(site, tmp_path)
     assert (fetched / "db.dump").stat().st_size > 0, "backup.yml fetched an empty dump"
 
     app.check_output("chatstack-manage flush --noinput")
-    assert stored_messages(app, room) == []
+    assert stored_messages(app, drill.room) == []
 
     restore_newest(GROUPS, tmp_path, DB)
     for name in APP_HOSTS:
         units = testinfra.get_host(f"podman://{name}")
         assert units.service("chatstack-uwsgi").is_running, f"{name} serves no pages"
-    assert stored_messages(app, room) == messages
-    assert_chat_is_back(site, alice, bob.username, room, messages)
+    assert stored_messages(app, drill.room) == drill.stored
+    assert_chat_is_back(site, drill)
