@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chatstack.chat.language import WebsocketLocaleMiddleware  # noqa: E402
+from chatstack.chat.overload import BackpressureMiddleware  # noqa: E402
 from chatstack.chat.routing import websocket_urlpatterns  # noqa: E402
 from chatstack.metrics_endpoint import MetricsEndpoint  # noqa: E402
 
@@ -23,8 +24,11 @@ application = ProtocolTypeRouter(
         "http": MetricsEndpoint(django_asgi_app),
         # Browsers send cookies with cross-site WebSocket handshakes, so the Origin
         # check is what stops other sites from chatting as the logged-in user.
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(WebsocketLocaleMiddleware(URLRouter(websocket_urlpatterns)))
+        # Outermost: it needs the send Daphne passed in, not a middleware's wrapper.
+        "websocket": BackpressureMiddleware(
+            AllowedHostsOriginValidator(
+                AuthMiddlewareStack(WebsocketLocaleMiddleware(URLRouter(websocket_urlpatterns)))
+            )
         ),
     }
 )

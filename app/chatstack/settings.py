@@ -312,6 +312,29 @@ CHATSTACK_MESSAGE_RETENTION_DAYS = _int("CHATSTACK_MESSAGE_RETENTION_DAYS", 365,
 CHATSTACK_SIGNUP = _choice("CHATSTACK_SIGNUP", "open", ("open", "closed", "invite"))
 CHATSTACK_HISTORY_SIZE = _int("CHATSTACK_HISTORY_SIZE", 50, minimum=0)
 
+# Graceful overload (chat.overload): refuse with "busy" rather than lag.
+# Posts a Daphne process holds, accepted and not yet stored and broadcast. They
+# drain through its one database thread at the cost of a store plus a fan-out
+# each: ~4 ms for a room of 20 at the ~210 µs per delivery measured in issue 18's
+# benchmark. 100 of them are ~0.4 s of work, under the 1 s a delivered message
+# may take at overload (issue 18), leaving the rest for the fan-out queues; one
+# socket holds at most one (it waits for its post), so a bound of 100 is never
+# met below 100 people posting at the same instant.
+CHATSTACK_POST_BACKLOG = _int("CHATSTACK_POST_BACKLOG", 100)
+# A post that waited longer than this for the database (a checkpoint, another
+# process holding SQLite's writer lock) is refused, not stored late: twice the
+# 1 s bound on delivery at overload, so it fires only when the writer stalls,
+# not at the peaks the backlog bound already absorbs, and well before the page
+# gives up waiting for the echo (5 s).
+CHATSTACK_POST_MAX_WAIT_SECONDS = 2.0
+# A client that has left more than Twisted's 64 KiB waiting beyond a full
+# kernel socket buffer, and kept it so for this long while still being sent
+# more, is cut off (close code 4008) and catches up from the history. Long
+# enough to ride out a mobile network handover or a tab the browser froze for a
+# moment; short enough that a stuck socket holds at most this many seconds of
+# its room's traffic in memory (at 10 messages/s of 2 KB, ~200 KB).
+CHATSTACK_SLOW_READER_SECONDS = _int("CHATSTACK_SLOW_READER_SECONDS", 10)
+
 # Clients that may read the Prometheus metrics each daphne process serves at /metrics.
 CHATSTACK_METRICS_ALLOWED_NETWORKS = _networks(
     "CHATSTACK_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"

@@ -15,7 +15,7 @@ from chatstack.chat.models import Message
 from chatstack.chat.protocol import CLOSE_LIMITED
 
 from .conftest import url_of
-from .test_metrics import value
+from .metricsutil import value
 from .test_settings import load_settings
 from .wsutil import closed_by_server, drain, joined, receive
 

@@ -7,7 +7,6 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatstack.asgi import application
@@ -16,6 +15,7 @@ from chatstack.chat.limits import Refusal
 from chatstack.chat.metrics import Rejection, Revocation
 
 from .conftest import _session_cookie
+from .metricsutil import value
 from .test_settings import load_settings
 from .wsutil import joined, receive
 
@@ -50,12 +50,6 @@ async def scrape(
     assert not body.get("more_body")
     await communicator.wait(timeout=3)
     return start["status"], dict(start["headers"]), body["body"]
-
-
-def value(name: str, **labels: str) -> float:
-    sample = REGISTRY.get_sample_value(name, labels)
-    assert sample is not None, f"{name}{labels} is not exported"
-    return sample
 
 
 def rejections() -> dict[str, float]:

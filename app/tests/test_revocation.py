@@ -10,7 +10,7 @@ from chatstack.chat.metrics import Revocation
 from chatstack.chat.protocol import CLOSE_REVOKED
 
 from .conftest import session_cookie_of
-from .test_metrics import value
+from .metricsutil import value
 from .wsutil import closed_by_server, joined, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -74,6 +74,20 @@ def test_defaults(env):
         50,
     )
     assert settings["CHATSTACK_RATE_LIMIT_COUNT"] == settings["CHATSTACK_RATE_LIMIT_SECONDS"] == 10
+    assert (settings["CHATSTACK_POST_BACKLOG"], settings["CHATSTACK_SLOW_READER_SECONDS"]) == (
+        100,
+        10,
+    )
+
+
+def test_overload_bounds_come_from_the_environment(env):
+    env.setenv("CHATSTACK_POST_BACKLOG", "250")
+    env.setenv("CHATSTACK_SLOW_READER_SECONDS", "30")
+    settings = load_settings()
+    assert (settings["CHATSTACK_POST_BACKLOG"], settings["CHATSTACK_SLOW_READER_SECONDS"]) == (
+        250,
+        30,
+    )
 
 
 def test_lists_and_core_layer(env):
@@ -101,6 +115,8 @@ def test_lists_and_core_layer(env):
         ("CHATSTACK_DEBUG", "maybe"),
         ("CHATSTACK_HISTORY_SIZE", "lots"),
         ("CHATSTACK_RATE_LIMIT_COUNT", "0"),
+        ("CHATSTACK_POST_BACKLOG", "0"),
+        ("CHATSTACK_SLOW_READER_SECONDS", "soon"),
         ("CHATSTACK_DB_ENGINE", "mysql"),
         ("CHATSTACK_CHANNEL_LAYER", "some.other.Layer"),
     ],

@@ -3,63 +3,23 @@ two: the per-account limits and revocations must hold across them."""
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from chatstack.chat.protocol import CLOSE_LIMITED, CLOSE_REVOKED
 
-from .conftest import _free_port, url_of
+from .daphneutil import (
+    chat_socket,
+    close_code,
+    daphnes,
+    environment_for,
+    frame,
+    manage,
+    sign_in,
+)
 
-websockets = pytest.importorskip("websockets")
-from websockets.asyncio.client import connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
-
-APP_DIR = Path(__file__).resolve().parent.parent
-APP = "chatstack.asgi:application"
 MAX_CONNECTIONS = 4
 RATE_LIMIT = 5
-
-SIGN_IN = """
-import json
-from django.contrib.auth import get_user_model
-from django.test import Client
-cookies = {}
-for name in ("mallory", "alice"):
-    client = Client()
-    client.force_login(get_user_model().objects.create_user(name))
-    cookies[name] = client.cookies["sessionid"].value
-print(json.dumps(cookies))
-"""
-
-
-def manage(environment: dict, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "chatstack.manage", *args],
-        env=environment,
-        cwd=APP_DIR,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-
-
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert process.poll() is None, "daphne exited"
-            assert time.monotonic() < deadline, f"daphne did not listen on {port}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -69,62 +29,16 @@ def site(redis_server, tmp_path_factory):
     Shared by the tests here, which use accounts of their own.
     """
     tmp_path = tmp_path_factory.mktemp("two-daphnes")
-    environment = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("CHATSTACK_")},
-        "PYTHONPATH": str(APP_DIR),
-        "DJANGO_SETTINGS_MODULE": "chatstack.settings",
-        "CHATSTACK_SECRET_KEY": "two-daphnes-" + "k" * 40,
-        "CHATSTACK_ALLOWED_HOSTS": "localhost",
-        "CHATSTACK_SECURE": "false",
-        "CHATSTACK_DEBUG": "true",
-        "CHATSTACK_SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-        "CHATSTACK_REDIS_URLS": url_of(redis_server),
-        "CHATSTACK_ACCOUNT_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-        "CHATSTACK_RATE_LIMIT_COUNT": str(RATE_LIMIT),
-        "CHATSTACK_RATE_LIMIT_SECONDS": "60",
-        "CHATSTACK_LOG_LEVEL": "WARNING",
-    }
-    manage(environment, "migrate", "-v0")
-    cookies = json.loads(manage(environment, "shell", "-c", SIGN_IN).splitlines()[-1])
-    ports = [_free_port(), _free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), APP],
-            env=environment,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_for_port(port, process)
-        yield ports, cookies, environment
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def chat_socket(cookies: dict, user: str, port: int, room: str = "general"):
-    return connect(
-        f"ws://localhost:{port}/ws/chat/{room}/",
-        origin="http://localhost",
-        additional_headers={"Cookie": f"sessionid={cookies[user]}"},
-        open_timeout=10,
+    environment = environment_for(
+        tmp_path,
+        redis_server,
+        CHATSTACK_ACCOUNT_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        CHATSTACK_RATE_LIMIT_COUNT=str(RATE_LIMIT),
+        CHATSTACK_RATE_LIMIT_SECONDS="60",
     )
-
-
-async def frame(ws, seconds: float = 5) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), seconds))
-
-
-async def close_code(ws) -> int:
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(ws.recv(), 5)
-    return closed.value.rcvd.code
+    cookies = sign_in(environment, "mallory", "alice")
+    with daphnes(environment, 2, tmp_path) as ports:
+        yield ports, cookies, environment
 
 
 async def test_one_account_gets_one_budget_across_two_daphnes(site):

@@ -31,3 +31,11 @@ async def drain(communicator) -> list[dict]:
     while not await communicator.receive_nothing(timeout=0.3):
         frames.append(await communicator.receive_json_from())
     return frames
+
+
+async def receive_where(communicator, frame_type: str, **fields) -> dict:
+    """The next frame of `frame_type` whose `fields` have the given values, skipping others."""
+    while True:
+        frame = await receive(communicator, frame_type)
+        if all(frame.get(name) == wanted for name, wanted in fields.items()):
+            return frame

@@ -11,19 +11,23 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from . import latest, limits, metrics
-from .history import load_between, load_history, load_older, save_message
+from .history import WriterBusy, load_between, load_history, load_older, save_message
 from .limits import AccountSockets
 from .metrics import Rejection, Revocation
+from .overload import BACKLOG, Backpressure
 from .presence import RoomPresence, Snapshot
 from .protocol import (
     CLOSE_LIMITED,
     CLOSE_REVOKED,
+    CLOSE_TOO_SLOW,
     HistoryRequest,
     InvalidMessage,
     Post,
+    busy_message,
     parse_frame,
     refusal_message,
     revocation_message,
+    too_slow_message,
 )
 from .revocation import account_group, session_group, still_signed_in
 from .rooms import group_name, is_valid_room_name
@@ -66,6 +70,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     sockets: AccountSockets | None = None
     # Set once the server closes the connection: nothing more is sent or taken.
     closing = False
+    # How far behind the client is in taking what it is sent; only Daphne tells.
+    backpressure: Backpressure | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -105,6 +111,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close_with(refusal_message(refusal), CLOSE_LIMITED)
             return
         self.sockets = sockets
+        self.backpressure = self.scope.get("backpressure")
         self.room = room
         self.user = user
         self.group = group_name(room)
@@ -193,8 +200,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.post(request, arrived)
 
     async def post(self, post: Post, arrived: float) -> None:
+        with BACKLOG.place() as placed:
+            if placed:
+                await self.store_and_broadcast(post, arrived)
+            else:
+                await self.reject(Rejection.BUSY, busy_message(), post.cid)
+
+    async def store_and_broadcast(self, post: Post, arrived: float) -> None:
         try:
-            message, previous, new = await save_message(self.room, self.user, post.text, post.cid)
+            message, previous, new = await save_message(
+                self.room,
+                self.user,
+                post.text,
+                post.cid,
+                deadline=arrived + settings.CHATSTACK_POST_MAX_WAIT_SECONDS,
+            )
             await latest.record(self.room, message.id)
             frame = json.dumps(message.as_frame())
             # A retry is broadcast again too: if the first broadcast failed, the
@@ -209,6 +229,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     "previous": previous,
                 },
             )
+        except WriterBusy:
+            await self.reject(Rejection.BUSY, busy_message(), post.cid)
+            return
         except Exception:
             logger.exception("Could not post a message in room %r", self.room)
             await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."), post.cid)
@@ -315,14 +338,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def close_with(self, error: str, code: int) -> None:
         """Tells the client why in an error frame, then closes with `code`."""
-        await self.send_json({"type": "error", "error": error})
+        if self.closing:
+            return
         self.closing = True
+        # Past the checks of send(): this frame goes even to a client cut off for being slow.
+        await super().send(text_data=json.dumps({"type": "error", "error": error}))
         await self.close(code=code)
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
         # Events still arriving from the channel layer after close() reach nobody.
-        if not self.closing:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        if self.closing:
+            return
+        if (
+            self.backpressure is not None
+            and self.backpressure.stalled_for() > settings.CHATSTACK_SLOW_READER_SECONDS
+        ):
+            # Whatever it missed is stored: on reconnect the history brings it.
+            metrics.CONNECTIONS_TOO_SLOW.inc()
+            await self.close_with(too_slow_message(), CLOSE_TOO_SLOW)
+            return
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def release_socket(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import time
 from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
@@ -49,12 +50,19 @@ def newest_id(room: str, below: int | None = None) -> int | None:
     return messages.order_by("-id").values_list("id", flat=True).first()
 
 
+class WriterBusy(Exception):
+    """The message waited for the database past its deadline, and was not stored."""
+
+
 @database_sync_to_async
 def save_message(
-    room: str, author, text: str, cid: str | None = None
+    room: str, author, text: str, cid: str | None = None, deadline: float | None = None
 ) -> tuple[Message, int | None, bool]:
     """Stores a message; returns it, the id of the room's message before it, and
-    False if it was stored before (a retry with the same cid), not now."""
+    False if it was stored before (a retry with the same cid), not now.
+
+    Raises WriterBusy instead of storing it after `deadline` (time.perf_counter()).
+    """
     with writer_lock(), transaction.atomic():
         if connection.vendor == "postgresql":
             # Posts to one room are serialised, so "the message before" is exact
@@ -70,6 +78,8 @@ def save_message(
             )
             if stored is not None:
                 return stored, newest_id(room, below=stored.id), False
+        if deadline is not None and time.perf_counter() > deadline:
+            raise WriterBusy
         previous = newest_id(room)
         message = Message.objects.create(room=room, author=author, text=text, cid=cid)
         return message, previous, True

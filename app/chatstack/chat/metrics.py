@@ -30,6 +30,9 @@ class Rejection(StrEnum):
     HISTORY_LIMITED = "history_limited"
     # Reading older messages (or checking that budget) failed.
     HISTORY_FAILED = "history_failed"
+    # The process's backlog of posts was full, or the post waited too long for
+    # the database (chat.overload): "The server is busy, try again in a moment."
+    BUSY = "busy"
 
 
 class Revocation(StrEnum):
@@ -77,6 +80,14 @@ CONNECTIONS_REVOKED = _by_reason(
     "chatstack_connections_revoked",
     "Open WebSockets closed because their session or account was ended.",
     Revocation,
+)
+POST_BACKLOG = Gauge(
+    "chatstack_post_backlog",
+    "Posts accepted from sockets and not yet stored and broadcast, in this process.",
+)
+CONNECTIONS_TOO_SLOW = Counter(
+    "chatstack_connections_too_slow",
+    "Open WebSockets closed because their client stopped taking what it was sent.",
 )
 BROADCAST_LATENCY = Histogram(
     "chatstack_broadcast_latency_seconds",

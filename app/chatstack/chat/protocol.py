@@ -16,6 +16,9 @@ from .metrics import Rejection, Revocation
 CLOSE_LIMITED = 4029
 # The session or account no longer holds: reconnecting needs a new login.
 CLOSE_REVOKED = 4001
+# The client did not take what it was sent (as HTTP 408): reconnecting catches
+# up from the history.
+CLOSE_TOO_SLOW = 4008
 MAX_CID_LENGTH = 64
 # Messages per `history before` page: at most, and when the client names none.
 MAX_HISTORY_PAGE = 100
@@ -34,6 +37,14 @@ def refusal_message(refusal: Refusal) -> str:
         "Too many rooms open at once for this account (at most %(count)d):"
         " leave one, and this one connects again."
     ) % {"count": settings.CHATSTACK_ACCOUNT_MAX_ROOMS}
+
+
+def busy_message() -> str:
+    return _("The server is busy, try again in a moment.")
+
+
+def too_slow_message() -> str:
+    return _("Your connection fell too far behind the room: reconnecting to catch up.")
 
 
 def revocation_message(reason: Revocation) -> str:

@@ -12,6 +12,8 @@
   const CLOSE_REVOKED = 4001;
   // The account has too many sockets or rooms open: retry, but slowly.
   const CLOSE_LIMITED = 4029;
+  // The connection fell too far behind the room (4008) needs nothing of its
+  // own: reconnecting soon, onHistory fills the gap after the newest id shown.
   const LIMITED_RETRY_MS = 30000;
   const PAGE_SIZE = 50;
   // Older messages are asked for this close (px) to the top, before the
