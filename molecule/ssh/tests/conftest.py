@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import testinfra
-import yaml
 
 # The shared helpers of the other scenarios (playbook runner, waiting).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from playbook import connection
 
 CONTAINER = "chatstack-molecule-ssh"
 
@@ -36,11 +36,9 @@ def inventory(ephemeral) -> Path:
 
 
 @pytest.fixture(scope="session")
-def login(ephemeral, inventory):
+def login(ephemeral):
     """login(user, command): a new SSH connection as `user`, the way the converge came in."""
-    entry = yaml.safe_load((inventory / "ansible_inventory.yml").read_text())["all"]["hosts"][
-        CONTAINER
-    ]
+    entry = connection(CONTAINER)
 
     def run(user: str, command: str = "true") -> subprocess.CompletedProcess:
         return subprocess.run(
