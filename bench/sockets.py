@@ -33,6 +33,19 @@ class Socket:
     echo_seq: int = 0
 
 
+def room_sockets(target: Target, rooms: list[int], members: int, label: str) -> list[Socket]:
+    """`members` sockets in each of `rooms`, named `label`-<room>; indices count across rooms."""
+    return [
+        Socket(
+            index=room * members + member,
+            room=f"{label}-{room}",
+            cookie=target.cookie_for(room * members + member),
+        )
+        for room in rooms
+        for member in range(members)
+    ]
+
+
 def _failure_kind(error: BaseException) -> str:
     if isinstance(error, InvalidStatus):
         return f"HTTP {error.response.status_code}"
