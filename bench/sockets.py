@@ -1,7 +1,7 @@
 """WebSocket clients: browser tabs in chat rooms, opened at a pace, read, closed.
 
-The plumbing fanout.py and capacity.py share; each hands its own on_frame
-callback to open_paced() to see every frame its sockets receive.
+The plumbing fanout.py, openloop.py and capacity.py share; each hands its own
+on_frame callback to open_paced() to see every frame its sockets receive.
 """
 
 import asyncio
