@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hosts import cpu_seconds_between
-from load import Target, barrier_wait, counted, percentiles, run_workers, split
+from load import Target, barrier_wait, counted, percentiles, pooled, run_workers, split
 from sockets import Socket, close_all, is_open, open_paced, room_sockets, wait_quiet
 from websockets.exceptions import ConnectionClosed
 
@@ -151,7 +151,6 @@ async def _openloop(
 
 def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_seconds: dict) -> dict:
     totals = counted(outcome, "counts")
-    latencies = [value for result in outcome for value in result["latencies"]]
     delivered = totals["delivered"]
     return {
         "rate_per_person": rate,
@@ -166,8 +165,8 @@ def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_sec
         "late": totals["late"],
         "sender_closed": totals["sender_closed"],
         "refused": dict(counted(outcome, "errors")),
-        "latency_ms": percentiles(latencies),
-        "send_lag_ms": percentiles([value for result in outcome for value in result["send_lags"]]),
+        "latency_ms": percentiles(pooled(outcome, "latencies")),
+        "send_lag_ms": percentiles(pooled(outcome, "send_lags")),
         "cpu_seconds": {group: round(value, 2) for group, value in cpu_seconds.items()},
         "cpu_us_per_delivery": {
             group: round(value * 1e6 / delivered, 1) if delivered else None
