@@ -23,6 +23,9 @@ from websockets.exceptions import ConnectionClosed
 
 # A delivery later than this after the step's last send is undelivered.
 DRAIN_SECONDS = 5
+# How long an overloaded server may take to deliver the rest (late) before
+# the next step: a step that starts on an earlier step's backlog measures that.
+SETTLE_SECONDS = 90
 # Scheduled sends start this long after the step's barrier, so that every
 # person's task is waiting when the first falls due.
 LEAD_NS = 200_000_000
@@ -138,6 +141,7 @@ async def _openloop(
             *(_person(socket, index, rate, members[socket.room], step) for socket in people)
         )
         await _sleep_until(step.deadline)
+        await wait_quiet(opened, quiet=1.0, limit=SETTLE_SECONDS)
     await barrier_wait(barrier, 600)
     await barrier_wait(barrier, 60)
     result = {
@@ -152,6 +156,8 @@ async def _openloop(
 def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_seconds: dict) -> dict:
     totals = counted(outcome, "counts")
     delivered = totals["delivered"]
+    # The CPU readings span the late deliveries too.
+    served = delivered + totals["late"]
     return {
         "rate_per_person": rate,
         "people": totals["people"],
@@ -169,7 +175,7 @@ def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_sec
         "send_lag_ms": percentiles(pooled(outcome, "send_lags")),
         "cpu_seconds": {group: round(value, 2) for group, value in cpu_seconds.items()},
         "cpu_us_per_delivery": {
-            group: round(value * 1e6 / delivered, 1) if delivered else None
+            group: round(value * 1e6 / served, 1) if served else None
             for group, value in cpu_seconds.items()
         },
     }
@@ -184,7 +190,7 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
     """Steps the per-person rate up over the same sockets, in rooms each held by one worker.
 
     read_cpu() reads the server's CPU time (hosts.cpu_ticks); it is called
-    before the first step and after each step's drain.
+    before the first step and after each step, once the server is quiet.
     """
     rooms = -(-shape.people // shape.room_size)
     workers = max(1, min(workers, rooms))
@@ -192,7 +198,7 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
         (target, shape, worker_rooms, label, workers)
         for worker_rooms in split(list(range(rooms)), workers)
     ]
-    per_step = shape.seconds + DRAIN_SECONDS + 5
+    per_step = shape.seconds + DRAIN_SECONDS + SETTLE_SECONDS + 5
     collect, barrier = run_workers(
         _openloop,
         jobs,
