@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from load import Target, barrier_wait, counted, percentiles, pooled, run_workers, split
-from sockets import Socket, close_all, is_open, open_paced, wait_quiet
+from sockets import Socket, close_all, is_open, open_paced, room_sockets, wait_quiet
 from websockets.exceptions import ConnectionClosed
 
 
@@ -45,18 +45,6 @@ class _Deliveries:
             echo.set_result(None)
 
 
-def _members(target: Target, shape: FanoutShape, rooms: list[int], label: str) -> list[Socket]:
-    return [
-        Socket(
-            index=room * shape.members + member,
-            room=f"{label}-{room}",
-            cookie=target.cookie_for(room * shape.members + member),
-        )
-        for room in rooms
-        for member in range(shape.members)
-    ]
-
-
 async def _send_loop(socket: Socket, members: int, deliveries: _Deliveries) -> None:
     """Sends until the window ends; `members` in the socket's room should receive each."""
     loop = asyncio.get_running_loop()
@@ -86,7 +74,7 @@ async def _fanout(
     deliveries = _Deliveries()
     opened, failures, _ = await open_paced(
         target,
-        _members(target, shape, rooms, label),
+        room_sockets(target, rooms, shape.members, label),
         rate=rate,
         concurrency=32,
         deadline=time.monotonic() + 120,

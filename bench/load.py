@@ -1,9 +1,9 @@
 """Load generators' shared client: what every one of them needs to act like browsers.
 
-Every generator (pages.py, fanout.py, capacity.py) talks to one base URL on the
-loopback (a bench container's published 443), trusts only that container's own
-certificate, ignores proxy settings, and stops by itself: each loop is bounded
-by a count and a deadline. Worker processes share the machine's
+Every generator (pages.py, fanout.py, openloop.py, capacity.py) talks to one
+base URL on the loopback (a bench container's published 443), trusts only that
+container's own certificate, ignores proxy settings, and stops by itself: each
+loop is bounded by a count and a deadline. Worker processes share the machine's
 CLOCK_MONOTONIC, so a timestamp written into a message by one process is
 comparable to the time another receives it.
 """

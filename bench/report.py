@@ -51,6 +51,12 @@ def _paths(tuned: dict) -> list[tuple]:
         ]
     return [
         *paths,
+        ("open loop: capacity at target, deliveries/s", ("openloop", "capacity_at_target")),
+        ("open loop: saturation, delivered/s", ("openloop", "saturation_delivered_per_second")),
+        (
+            "open loop: CPU µs per delivery at saturation",
+            ("openloop", "saturation_cpu_us_per_delivery", "total"),
+        ),
         ("capacity: WebSockets held", ("capacity", "held")),
         ("capacity: ramp seconds", ("capacity", "ramp_seconds")),
         ("capacity: broadcast reached", ("capacity", "broadcast_reached")),
@@ -84,6 +90,60 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# hosts.cpu_seconds_between's groups, in the order the table shows them.
+CPU_COLUMNS = ("nginx", "daphne", "redis", "uwsgi", "rest", "total")
+
+
+def milliseconds(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _step_cells(step: dict | None) -> tuple[str, str]:
+    """A step's delivery and CPU cells of one profile."""
+    if step is None:
+        return "-", "-"
+    latency = step["latency_ms"]
+    refused = sum(step["refused"].values())
+    delivery = (
+        f"{cell(step['delivered_per_second'])}, {milliseconds(latency['p50'])} / "
+        f"{milliseconds(latency['p99'])}, {cell(step['undelivered'])}, {cell(refused)}"
+    )
+    cpu = " ".join(cell(step["cpu_us_per_delivery"][group]) for group in CPU_COLUMNS)
+    return delivery, cpu
+
+
+def openloop_table(results: dict) -> str:
+    """One row per rate, tuned and seed side by side, as issue 18 tabulates them."""
+    tuned, seed = (results.get(profile, {}).get("openloop") for profile in ("tuned", "seed"))
+    if not tuned and not seed:
+        return ""
+    shape = tuned or seed
+    steps = {
+        profile: {step["rate_per_person"]: step for step in run["steps"]} if run else {}
+        for profile, run in (("tuned", tuned), ("seed", seed))
+    }
+    lines = [
+        f"open loop: {shape['people']} people in rooms of {shape['room_size']},"
+        f" {shape['seconds_per_step']:g} s a step; offered deliveries/s = people x rate x"
+        f" {shape['room_size']} (every member, the sender too)",
+        f"{'rate (offered/s)':<20} {'tuned: delivered/s, p50 / p99, undelivered, refused':<54}"
+        " seed: same",
+    ]
+    for step in shape["steps"]:
+        rate = step["rate_per_person"]
+        cells = [_step_cells(steps[profile].get(rate))[0] for profile in ("tuned", "seed")]
+        offered = f"{rate:g} ({step['offered_per_second']:,.0f})"
+        lines.append(f"{offered:<20} {cells[0]:<54} {cells[1]}")
+    lines.append(f"server CPU µs per delivery ({' '.join(CPU_COLUMNS)})")
+    for step in shape["steps"]:
+        rate = step["rate_per_person"]
+        cells = [_step_cells(steps[profile].get(rate))[1] for profile in ("tuned", "seed")]
+        lines.append(f"{rate:<20g} tuned: {cells[0]:<46} seed: {cells[1]}")
+    return "\n".join(lines)
+
+
 def targets(results: dict) -> dict:
     tuned, seed = results.get("tuned", {}), results.get("seed", {})
     reached = {}
@@ -100,6 +160,16 @@ def targets(results: dict) -> dict:
         reached["10,000 WebSockets held, broadcast reaches all"] = (
             capacity["held"] >= 10000 and capacity["broadcast_reached_all"]
         )
+    open_loop = tuned.get("openloop")
+    # --quick offers less than the target's 6,000 deliveries/s.
+    if open_loop and max(step["offered_per_second"] for step in open_loop["steps"]) >= 6000:
+        reached["open loop: 6,000 deliveries/s held at p99 <= 100 ms, none undelivered"] = (
+            open_loop["capacity_at_target"] >= 6000
+        )
+        cpu = open_loop["saturation_cpu_us_per_delivery"]["total"]
+        reached["open loop: server CPU <= 100 µs per delivery at saturation"] = (
+            cpu is not None and cpu <= 100
+        )
     again = tuned.get("converge", {}).get("again")
     if again:
         reached["second converge < 30 s, no changes"] = (
@@ -111,11 +181,13 @@ def targets(results: dict) -> dict:
 def summary(report: dict) -> str:
     """What the console shows at the end: the table, the targets, the limits, the machine."""
     raised = report["limits_raised_for_the_benchmark"].items()
+    open_loop = openloop_table(report["results"])
     return "\n".join(
         [
             "",
             table(report["results"]),
             "",
+            *([open_loop, ""] if open_loop else []),
             *(
                 f"target {'reached' if met else 'NOT reached'}: {target}"
                 for target, met in report["targets"].items()

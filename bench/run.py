@@ -1,4 +1,4 @@
-"""chatstack benchmarks: converge, pages, fan-out and capacity, tuned against the seed.
+"""chatstack benchmarks: converge, pages, fan-out, open loop and capacity, tuned against the seed.
 
 Creates two containers from the test image, converges both with
 playbooks/site.yml (bench/inventory raises the per-address limits, since all
@@ -24,6 +24,7 @@ from hosts import (
     PROFILES,
     REPO,
     ansible,
+    cpu_ticks,
     create_container,
     enable_ssh,
     machine,
@@ -33,10 +34,11 @@ from hosts import (
     restart_socket_holders,
 )
 from load import raise_open_files_limit
+from openloop import OpenloopShape, openloop
 from pages import pages, static_path
 from report import summary, targets
 
-PARTS = ("converge", "pages", "fanout", "capacity")
+PARTS = ("converge", "pages", "fanout", "openloop", "capacity")
 # Role variables the bench inventory raises; printed with every result.
 RAISED = (
     "nginx_websocket_rate",
@@ -58,6 +60,7 @@ def shapes(quick: bool) -> dict:
             "pages": {"connections": 8, "seconds": 3},
             "fanout": FanoutShape(rooms=4, members=20, senders=2, seconds=4),
             "sweep": [FanoutShape(4, 5, 2, 3), FanoutShape(2, 50, 2, 3)],
+            "openloop": OpenloopShape(people=60, room_size=20, rates=(0.5, 1), seconds=5),
             "capacity": CapacityPlan(1000, 20, 100, 32, 60, 100),
         }
     return {
@@ -69,6 +72,8 @@ def shapes(quick: bool) -> dict:
             FanoutShape(10, 50, 2, 10),
             FanoutShape(1, 500, 2, 10),
         ],
+        # 600 people in 30 rooms of 20: 1,200 to 12,000 deliveries/s offered.
+        "openloop": OpenloopShape(people=600, room_size=20, rates=(0.1, 0.25, 0.5, 1), seconds=15),
         "capacity": CapacityPlan(10000, 20, 100, 32, 240, 100),
     }
 
@@ -130,6 +135,16 @@ def load_fanout(args, sweep: list[FanoutShape], hosts: dict, results: dict, stam
             cooldown()
 
 
+def load_openloop(args, shape: OpenloopShape, hosts: dict, results: dict, stamp: str) -> None:
+    for profile in PROFILES:
+        print(f"open loop on {profile}...", flush=True)
+        name = CONTAINERS[profile]
+        results[profile]["openloop"] = openloop(
+            hosts[profile], shape, f"open{stamp}", args.workers, lambda name=name: cpu_ticks(name)
+        )
+        cooldown()
+
+
 def load_capacity(args, plan: CapacityPlan, hosts: dict, results: dict, stamp: str) -> None:
     for profile in PROFILES:
         print(f"capacity on {profile}...", flush=True)
@@ -157,6 +172,8 @@ def run_parts(args, report: dict, out_dir: Path, stamp: str) -> None:
         load_pages(args, plan["pages"], hosts, results)
     if "fanout" in args.only:
         load_fanout(args, [plan["fanout"], *plan["sweep"]], hosts, results, stamp)
+    if "openloop" in args.only:
+        load_openloop(args, plan["openloop"], hosts, results, stamp)
     if "capacity" in args.only:
         load_capacity(args, plan["capacity"], hosts, results, stamp)
 

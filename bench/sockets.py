@@ -1,7 +1,7 @@
 """WebSocket clients: browser tabs in chat rooms, opened at a pace, read, closed.
 
-The plumbing fanout.py and capacity.py share; each hands its own on_frame
-callback to open_paced() to see every frame its sockets receive.
+The plumbing fanout.py, openloop.py and capacity.py share; each hands its own
+on_frame callback to open_paced() to see every frame its sockets receive.
 """
 
 import asyncio
@@ -31,6 +31,19 @@ class Socket:
     frames: int = 0
     echo: asyncio.Future | None = None
     echo_seq: int = 0
+
+
+def room_sockets(target: Target, rooms: list[int], members: int, label: str) -> list[Socket]:
+    """`members` sockets in each of `rooms`, named `label`-<room>; indices count across rooms."""
+    return [
+        Socket(
+            index=room * members + member,
+            room=f"{label}-{room}",
+            cookie=target.cookie_for(room * members + member),
+        )
+        for room in rooms
+        for member in range(members)
+    ]
 
 
 def _failure_kind(error: BaseException) -> str:

@@ -1,0 +1,237 @@
+"""Open loop: people in rooms post at a fixed rate, whatever the server answers, stepped up.
+
+A closed-loop sender waits for its message to come back, so it slows down
+with the server and can never overload it. Here every person posts on a
+schedule computed from the step's start (one message every 1/rate seconds
+from a random phase), so a server that cannot keep up falls behind and shows
+it. Each message carries its scheduled send time: a send the server delays
+(a full socket buffer) counts against the server, and the generator's own
+lateness is reported apart (send_lag_ms) to tell the two apart.
+"""
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hosts import cpu_seconds_between
+from load import Target, barrier_wait, counted, percentiles, pooled, run_workers, split
+from sockets import Socket, close_all, is_open, open_paced, room_sockets, wait_quiet
+from websockets.exceptions import ConnectionClosed
+
+# A delivery later than this after the step's last send is undelivered.
+DRAIN_SECONDS = 5
+# How long an overloaded server may take to deliver the rest (late) before
+# the next step: a step that starts on an earlier step's backlog measures that.
+SETTLE_SECONDS = 90
+# Scheduled sends start this long after the step's barrier, so that every
+# person's task is waiting when the first falls due.
+LEAD_NS = 200_000_000
+# The latency target capacity is measured against.
+TARGET_P99_MS = 100
+
+
+@dataclass(frozen=True)
+class OpenloopShape:
+    people: int
+    room_size: int
+    # Messages per second per person, one step each.
+    rates: tuple[float, ...]
+    seconds: float
+
+
+@dataclass
+class _Step:
+    """One step as one worker sees it: its sends and their deliveries."""
+
+    start: int
+    end: int
+    deadline: int
+    counts: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    send_lags: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+
+    def result(self) -> dict:
+        return {
+            "counts": self.counts,
+            "latencies": self.latencies,
+            "send_lags": self.send_lags,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class _Steps:
+    steps: list[_Step] = field(default_factory=list)
+
+    def on_frame(self, socket: Socket, raw: str) -> None:
+        frame = json.loads(raw)
+        if frame["type"] == "error":
+            # Refused sends (busy, rate limited, too long): counted by the
+            # step running when the answer came, by text.
+            if self.steps:
+                self.steps[-1].errors[frame.get("error", "")] += 1
+            return
+        if frame["type"] != "message" or not frame["message"].startswith("open "):
+            return
+        now = time.monotonic_ns()
+        _, step, _, scheduled_ns = frame["message"].split()
+        step = self.steps[int(step)]
+        if now > step.deadline:
+            step.counts["late"] += 1
+            return
+        step.latencies.append((now - int(scheduled_ns)) / 1e6)
+        step.counts["delivered"] += 1
+        if now <= step.end:
+            step.counts["delivered_in_window"] += 1
+
+
+async def _sleep_until(ns: int) -> None:
+    await asyncio.sleep(max(0.0, (ns - time.monotonic_ns()) / 1e9))
+
+
+async def _person(socket: Socket, index: int, rate: float, members: int, step: _Step) -> None:
+    """Posts every 1/rate seconds from a random phase until the step's window ends."""
+    interval = int(1e9 / rate)
+    scheduled = step.start + random.randrange(interval)  # noqa: S311 (a phase, not a secret)
+    while scheduled < step.end and is_open(socket):
+        await _sleep_until(scheduled)
+        step.send_lags.append((time.monotonic_ns() - scheduled) / 1e6)
+        try:
+            await socket.ws.send(
+                json.dumps({"message": f"open {index} {socket.index} {scheduled}"})
+            )
+        except ConnectionClosed:
+            step.counts["sender_closed"] += 1
+            return
+        step.counts["sent"] += 1
+        step.counts["expected"] += members
+        scheduled += interval
+
+
+async def _openloop(
+    target: Target, shape: OpenloopShape, rooms: list[int], label, workers, barrier
+):
+    steps = _Steps()
+    opened, failures, _ = await open_paced(
+        target,
+        room_sockets(target, rooms, shape.room_size, label),
+        rate=100 / workers,
+        concurrency=max(1, 32 // workers),
+        deadline=time.monotonic() + 120,
+        on_frame=steps.on_frame,
+    )
+    await wait_quiet(opened, quiet=1.0, limit=30)
+    for index, rate in enumerate(shape.rates):
+        # The controller reads the server's CPU time between these two.
+        await barrier_wait(barrier, 600)
+        await barrier_wait(barrier, 60)
+        start = time.monotonic_ns() + LEAD_NS
+        end = start + int(shape.seconds * 1e9)
+        step = _Step(start, end, end + DRAIN_SECONDS * 1_000_000_000)
+        steps.steps.append(step)
+        people = [socket for socket in opened if is_open(socket)]
+        # Every member of the room receives a message, its sender too.
+        members = Counter(socket.room for socket in people)
+        step.counts["people"] = len(people)
+        await asyncio.gather(
+            *(_person(socket, index, rate, members[socket.room], step) for socket in people)
+        )
+        await _sleep_until(step.deadline)
+        await wait_quiet(opened, quiet=1.0, limit=SETTLE_SECONDS)
+    await barrier_wait(barrier, 600)
+    await barrier_wait(barrier, 60)
+    result = {
+        "connected": len(opened),
+        "connect_failures": dict(failures),
+        "steps": [step.result() for step in steps.steps],
+    }
+    await close_all(opened, seconds=15)
+    return result
+
+
+def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_seconds: dict) -> dict:
+    totals = counted(outcome, "counts")
+    delivered = totals["delivered"]
+    # The CPU readings span the late deliveries too.
+    served = delivered + totals["late"]
+    return {
+        "rate_per_person": rate,
+        "people": totals["people"],
+        # Every member of a room receives each message, its sender too: C per message.
+        "offered_per_second": round(shape.people * rate * shape.room_size, 1),
+        "sent": totals["sent"],
+        "expected": totals["expected"],
+        "delivered": delivered,
+        "delivered_per_second": round(totals["delivered_in_window"] / shape.seconds, 1),
+        "undelivered": totals["expected"] - delivered,
+        "late": totals["late"],
+        "sender_closed": totals["sender_closed"],
+        "refused": dict(counted(outcome, "errors")),
+        "latency_ms": percentiles(pooled(outcome, "latencies")),
+        "send_lag_ms": percentiles(pooled(outcome, "send_lags")),
+        "cpu_seconds": {group: round(value, 2) for group, value in cpu_seconds.items()},
+        "cpu_us_per_delivery": {
+            group: round(value * 1e6 / served, 1) if served else None
+            for group, value in cpu_seconds.items()
+        },
+    }
+
+
+def meets_target(step: dict) -> bool:
+    p99 = step["latency_ms"]["p99"]
+    return p99 is not None and p99 <= TARGET_P99_MS and step["undelivered"] == 0
+
+
+def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, read_cpu) -> dict:
+    """Steps the per-person rate up over the same sockets, in rooms each held by one worker.
+
+    read_cpu() reads the server's CPU time (hosts.cpu_ticks); it is called
+    before the first step and after each step, once the server is quiet.
+    """
+    rooms = -(-shape.people // shape.room_size)
+    workers = max(1, min(workers, rooms))
+    jobs = [
+        (target, shape, worker_rooms, label, workers)
+        for worker_rooms in split(list(range(rooms)), workers)
+    ]
+    per_step = shape.seconds + DRAIN_SECONDS + SETTLE_SECONDS + 5
+    collect, barrier = run_workers(
+        _openloop,
+        jobs,
+        timeout=len(shape.rates) * per_step + 300,
+        barrier_parties=workers + 1,
+    )
+    spent = []
+    barrier.wait(timeout=300)
+    before = read_cpu()
+    barrier.wait(timeout=60)
+    for _ in shape.rates:
+        barrier.wait(timeout=per_step + 60)
+        after = read_cpu()
+        barrier.wait(timeout=60)
+        spent.append(cpu_seconds_between(before, after))
+        before = after
+    outcome = collect()
+    steps = [
+        _step_result(shape, rate, [result["steps"][index] for result in outcome], spent[index])
+        for index, rate in enumerate(shape.rates)
+    ]
+    held = [step for step in steps if meets_target(step)]
+    saturation = max(steps, key=lambda step: step["delivered_per_second"])
+    return {
+        "people": shape.people,
+        "room_size": shape.room_size,
+        "seconds_per_step": shape.seconds,
+        "connected": sum(result["connected"] for result in outcome),
+        "connect_failures": dict(counted(outcome, "connect_failures")),
+        "steps": steps,
+        # 0: not even the lowest step met the target.
+        "capacity_at_target": held[-1]["offered_per_second"] if held else 0,
+        "capacity_at_target_rate": held[-1]["rate_per_person"] if held else None,
+        "saturation_delivered_per_second": saturation["delivered_per_second"],
+        "saturation_cpu_us_per_delivery": saturation["cpu_us_per_delivery"],
+    }
