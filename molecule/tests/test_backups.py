@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from chatclient import assert_chat_is_back, chatted_before_the_drill, stored_messages
 from playbook import restore_newest, run_playbook_ok
+from testhost import sshd_port
 
 BACKUPS = "/var/backups/chatstack"
 METRIC = "/var/lib/prometheus/node-exporter/chatstack_backup.prom"
@@ -147,7 +148,11 @@ def test_the_off_host_copy_arrives_encrypted_and_decrypts(host, container, tmp_p
     host.check_output(f"rm -f {key} && age-keygen -o {key}")
     recipient = re.search(r"public key: (age1\w+)", host.file(key).content_string).group(1)
     groups = {group: [container] for group in ("standalone", "lb", "app", "redis", "backup")}
-    settings = {"backup_age_recipients": [recipient], "backup_remote_address": "127.0.0.1"}
+    settings = {
+        "backup_age_recipients": [recipient],
+        "backup_remote_address": "127.0.0.1",
+        "backup_remote_port": sshd_port(host),
+    }
     run_playbook_ok(
         groups, tmp_path, "--tags", "backup", "-e", json.dumps(settings), playbook="site.yml"
     )

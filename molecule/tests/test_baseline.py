@@ -4,7 +4,7 @@ import json
 import subprocess
 
 from playbook import recap, run_playbook
-from testhost import LOGIN_FLOOD, container_address
+from testhost import LOGIN_FLOOD, container_address, sshd_port
 
 
 def test_unattended_upgrades_take_security_updates_only(host):
@@ -164,8 +164,7 @@ def test_ssh_lockdown_refuses_then_applies_with_a_key(host, container, tmp_path)
         assert "kbdinteractiveauthentication no" in effective
         assert "permitrootlogin without-password" in effective
         assert "allowusers root" in effective
-        # The port sshd listens on: 22, or a provider's own (fresh-server.yml's 2222).
-        port = next(line.split()[1] for line in effective.splitlines() if line.startswith("port "))
+        port = str(sshd_port(host))
         # Over the network, from the controller: the key gets in, nothing else is offered.
         assert (
             ssh_to(

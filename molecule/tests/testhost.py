@@ -86,6 +86,12 @@ def main_pid(host, unit: str) -> int:
     return int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
 
 
+def sshd_port(host) -> int:
+    """The port sshd listens on: 22, or a provider's own (fresh-server.yml's 2222)."""
+    effective = host.check_output("sshd -T")
+    return int(next(line.split()[1] for line in effective.splitlines() if line.startswith("port ")))
+
+
 def daphne_units(host) -> list[str]:
     """The host's Daphne processes, e.g. ["chatstack-daphne@7001.service", ...]."""
     units = host.check_output("systemctl list-units --plain --no-legend 'chatstack-daphne@*'")
