@@ -17,6 +17,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatstack.redis_hosts import host_entry, parse_sentinels
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 _missing: list[str] = []
@@ -236,6 +238,15 @@ X_FRAME_OPTIONS = "DENY"
 REDIS_URLS = _list("CHATSTACK_REDIS_URLS", "redis://127.0.0.1:6379/0")
 if not REDIS_URLS:
     _missing.append("CHATSTACK_REDIS_URLS")
+# Where Redis Sentinel watches the shards (the playbooks' redis_shard), each URL
+# names its shard's master instead of a host, and these sentinels say where it
+# is (chatstack.redis_hosts). Empty: the URLs name the servers themselves.
+try:
+    REDIS_SENTINELS = parse_sentinels(_str("CHATSTACK_REDIS_SENTINELS", ""))
+except ValueError as error:
+    raise ImproperlyConfigured(
+        f"CHATSTACK_REDIS_SENTINELS must be comma-separated host:port; {error}"
+    ) from None
 CHANNEL_LAYER_BACKEND = _choice(
     "CHATSTACK_CHANNEL_LAYER",
     # Measured in bench/: twice the core layer's fan-out. It loses what is published
@@ -277,7 +288,8 @@ CHATSTACK_REDIS_OPTIONS = {
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
 }
 _redis_hosts = [
-    {"address": url, "socket_timeout": 30, **CHATSTACK_REDIS_OPTIONS} for url in REDIS_URLS
+    host_entry(url, REDIS_SENTINELS, socket_timeout=30, **CHATSTACK_REDIS_OPTIONS)
+    for url in REDIS_URLS
 ]
 if CHANNEL_LAYER_BACKEND == "channels_redis.pubsub.RedisPubSubChannelLayer":
     _layer_config: dict = {"hosts": _redis_hosts}
