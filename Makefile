@@ -105,7 +105,7 @@ test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: 
 
 # Every scenario, longest first: MOLECULE_JOBS at a time finish close together.
 # Each scenario's output is printed whole when it ends.
-SCENARIOS := default cluster resilience ssh acme
+SCENARIOS := default cluster ha resilience ssh acme
 MOLECULE_JOBS ?= 2
 ifneq ($(sort $(SCENARIOS)),$(sort $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))))
 $(error SCENARIOS must list every molecule/*/molecule.yml)
