@@ -8,12 +8,27 @@ lost connection. The entry is what channels_redis' ``create_pool`` takes, so
 the channel layer and the app's own clients follow the same master.
 """
 
+import socket
+
 from channels_redis.utils import create_pool
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
 
 # Sentinel answers within milliseconds or not at all.
 SENTINEL_TIMEOUT_SECONDS = 5
+# A master whose host died sends no reset: a subscribed connection would wait
+# for messages forever and a command for its whole read timeout. TCP keepalive
+# finds an idle dead peer and TCP_USER_TIMEOUT one that does not acknowledge
+# what was sent, within seconds, so the client asks the sentinels again.
+DEAD_PEER_OPTIONS = {
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        socket.TCP_KEEPIDLE: 2,
+        socket.TCP_KEEPINTVL: 1,
+        socket.TCP_KEEPCNT: 3,
+        socket.TCP_USER_TIMEOUT: 5000,
+    },
+}
 
 
 def parse_sentinels(value: str) -> list[tuple[str, int]]:
@@ -54,6 +69,7 @@ def host_entry(url: str, sentinels: list[tuple[str, int]], **options) -> dict:
         "master_name": master_name,
         "sentinel_kwargs": sentinel,
         **connection,
+        **DEAD_PEER_OPTIONS,
         **options,
     }
 

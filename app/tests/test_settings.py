@@ -133,6 +133,8 @@ def test_sentinel_managed_shards_follow_their_master(env, layer):
     # A failover is what the retries ride out: they must reach the sentinel-managed pools too.
     assert first["retry"] is settings["CHATSTACK_REDIS_OPTIONS"]["retry"]
     assert first["socket_timeout"] > RedisChannelLayer.brpop_timeout
+    # A master's host that dies sends no reset: without these a subscriber waits forever.
+    assert first["socket_keepalive"] and first["socket_keepalive_options"]
     pool = create_pool(first)
     assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "shard-a"
     assert pool.connection_class is SentinelManagedSSLConnection
