@@ -8,11 +8,14 @@ lost connection. The entry is what channels_redis' ``create_pool`` takes, so
 the channel layer and the app's own clients follow the same master.
 """
 
+import asyncio
 import socket
 
 from channels_redis.utils import create_pool
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Sentinel answers within milliseconds or not at all.
 SENTINEL_TIMEOUT_SECONDS = 5
@@ -29,6 +32,63 @@ DEAD_PEER_OPTIONS = {
         socket.TCP_USER_TIMEOUT: 5000,
     },
 }
+# A frozen host (a paused VM or container, a stopped process) is worse: its
+# kernel still acknowledges everything, so no socket option notices it. A
+# command then fails after its read timeout, but the channel layer's
+# subscribed connection only polls for messages and never waits on a reply:
+# redis-py's health check PINGs it without ever missing the PONG, and the
+# layer listens to the dead master for good while everything is published on
+# the new one. MasterConnection gives up on a connection whose request has had
+# no answer for this long while it was polled; a PING every few seconds on an
+# idle connection makes sure there is such a request.
+UNANSWERED_SECONDS = 5
+HEALTH_CHECK_SECONDS = 2
+
+
+class MasterConnection(SentinelManagedConnection):
+    """A connection to a shard's master that notices the master's host froze.
+
+    Closing it makes its owner reconnect, to where the sentinels now say the
+    master is (a subscriber subscribes again).
+    """
+
+    # When the oldest request still without an answer was sent (event loop time).
+    unanswered_since: float | None = None
+
+    async def send_packed_command(self, command, check_health: bool = True) -> None:
+        if not self.is_connected:
+            # redis-py (8.1) reconnects here to the address the connection had,
+            # skipping the sentinels: every retry of a command would go back
+            # to the dead master.
+            await self.connect()
+        await super().send_packed_command(command, check_health)
+        if self.unanswered_since is None:
+            self.unanswered_since = asyncio.get_running_loop().time()
+
+    # redis-py's signature, timeout included.
+    async def read_response(self, disable_decoding: bool = False, timeout=None, **kwargs):  # noqa: ASYNC109
+        response = await super().read_response(disable_decoding, timeout, **kwargs)
+        # Only a poll (a read with its own timeout) returns None for "nothing
+        # yet"; a command's None is Redis' nil answer.
+        if timeout is None or response is not None:
+            self.unanswered_since = None
+        elif (
+            self.unanswered_since is not None
+            and asyncio.get_running_loop().time() - self.unanswered_since > UNANSWERED_SECONDS
+        ):
+            await self.disconnect()
+            raise RedisConnectionError(
+                f"{self.host}:{self.port} answered nothing for {UNANSWERED_SECONDS} s"
+            )
+        return response
+
+    async def disconnect(self, *args, **kwargs) -> None:
+        self.unanswered_since = None
+        await super().disconnect(*args, **kwargs)
+
+
+class MasterSSLConnection(MasterConnection, SSLConnection):
+    pass
 
 
 def parse_sentinels(value: str) -> list[tuple[str, int]]:
@@ -63,7 +123,6 @@ def host_entry(url: str, sentinels: list[tuple[str, int]], **options) -> dict:
         sentinel.update(
             {key: value for key, value in connection.items() if key.startswith("ssl_")}, ssl=True
         )
-        connection["ssl"] = True
     return {
         "sentinels": sentinels,
         "master_name": master_name,
@@ -71,6 +130,8 @@ def host_entry(url: str, sentinels: list[tuple[str, int]], **options) -> dict:
         **connection,
         **DEAD_PEER_OPTIONS,
         **options,
+        "connection_class": MasterSSLConnection if tls else MasterConnection,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
     }
 
 

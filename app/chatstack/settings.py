@@ -261,9 +261,6 @@ CHANNEL_LAYER_BACKEND = _choice(
 )
 # Consumers refresh their presence entry and group membership this often.
 CHATSTACK_HEARTBEAT_SECONDS = 20
-# redis-py 8 lowered the default socket_timeout to 5 s, which aborts channels_redis'
-# 5 s blocking BZPOPMIN and tears down every idle consumer (django/channels_redis#422).
-# Longer than that, yet finite, so a vanished server is still noticed.
 # Connection options for every Redis client of the app (channel layer, presence).
 # redis-py caps a pool at 100 connections and fails beyond that with
 # MaxConnectionsError: a few hundred sockets joining or leaving at once (every
@@ -287,8 +284,19 @@ CHATSTACK_REDIS_OPTIONS = {
     "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 2),
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
 }
+# redis-py 8 lowered the default socket_timeout to 5 s, which aborts the core
+# layer's 5 s blocking BZPOPMIN and tears down every idle consumer
+# (django/channels_redis#422): longer than that, yet finite, so a vanished
+# server is still noticed. The pub/sub layer sends no blocking command: there a
+# post that meets a frozen master fails within seconds, with an error the
+# sender sees, instead of holding up every post of the process.
+_LAYER_SOCKET_TIMEOUT = (
+    30 if CHANNEL_LAYER_BACKEND == "channels_redis.core.RedisChannelLayer" else 5
+)
 _redis_hosts = [
-    host_entry(url, REDIS_SENTINELS, socket_timeout=30, **CHATSTACK_REDIS_OPTIONS)
+    host_entry(
+        url, REDIS_SENTINELS, socket_timeout=_LAYER_SOCKET_TIMEOUT, **CHATSTACK_REDIS_OPTIONS
+    )
     for url in REDIS_URLS
 ]
 if CHANNEL_LAYER_BACKEND == "channels_redis.pubsub.RedisPubSubChannelLayer":
