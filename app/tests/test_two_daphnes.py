@@ -4,62 +4,20 @@ two: the per-account limits and revocations must hold across them."""
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from chatstack.chat.protocol import CLOSE_LIMITED, CLOSE_REVOKED
 
 from .conftest import _free_port, url_of
+from .daphneutil import APP_DIR, manage, sign_in, start_daphne
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-APP_DIR = Path(__file__).resolve().parent.parent
-APP = "chatstack.asgi:application"
 MAX_CONNECTIONS = 4
 RATE_LIMIT = 5
-
-SIGN_IN = """
-import json
-from django.contrib.auth import get_user_model
-from django.test import Client
-cookies = {}
-for name in ("mallory", "alice"):
-    client = Client()
-    client.force_login(get_user_model().objects.create_user(name))
-    cookies[name] = client.cookies["sessionid"].value
-print(json.dumps(cookies))
-"""
-
-
-def manage(environment: dict, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "chatstack.manage", *args],
-        env=environment,
-        cwd=APP_DIR,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-
-
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert process.poll() is None, "daphne exited"
-            assert time.monotonic() < deadline, f"daphne did not listen on {port}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +43,12 @@ def site(redis_server, tmp_path_factory):
         "CHATSTACK_LOG_LEVEL": "WARNING",
     }
     manage(environment, "migrate", "-v0")
-    cookies = json.loads(manage(environment, "shell", "-c", SIGN_IN).splitlines()[-1])
+    cookies = sign_in(environment, "mallory", "alice")
     ports = [_free_port(), _free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), APP],
-            env=environment,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
+    processes = []
     try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_for_port(port, process)
+        for port in ports:
+            processes.append(start_daphne(environment, port, tmp_path))
         yield ports, cookies, environment
     finally:
         for process in processes:
