@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 
-import pytest
 import testinfra
 from chatclient import next_of_type, stored_messages
 from conftest import APP, REDIS_HOSTS, master_of
@@ -176,11 +175,6 @@ async def chat_through_kill(members: list[Member], kill) -> tuple[float, float]:
     return resumed, killed
 
 
-# Measured on 2026-11-30: the sentinels elect the replica about 7 s after the
-# freeze, yet no post is acknowledged for the next 60 s: consumers stay stuck
-# on connections to the frozen host, whose kernel still acknowledges what is
-# sent. Strict, so that the fix has to remove this mark.
-@pytest.mark.xfail(strict=True, reason="the app does not leave a frozen master's connections yet")
 def test_killing_the_master_host_loses_no_message(site, new_users, app_password):
     """Otherwise losing the Redis master's host stops chat, or loses or doubles messages."""
     master = master_of(app_password)
