@@ -13,8 +13,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Debian packages the controller needs; installed only when missing.
 # gettext: `make messages` and the app's catalog tests (xgettext, msgmerge, msgfmt).
 # fonts-wqy-microhei: Chinese glyphs for the browser tests' screenshots (boxes without).
+# redis-sentinel: the app's failover test (app/tests/test_sentinel_failover.py) runs
+# its own sentinels on free ports, so the package's service on 26379 is never used.
 HOST_PACKAGES := podman runc debootstrap python3-venv redis-server uidmap chromium openssh-client \
-                 gettext fonts-wqy-microhei
+                 gettext fonts-wqy-microhei redis-sentinel
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEMO := chatstack-demo
@@ -105,7 +107,7 @@ test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: 
 
 # Every scenario, longest first: MOLECULE_JOBS at a time finish close together.
 # Each scenario's output is printed whole when it ends.
-SCENARIOS := default cluster resilience ssh acme
+SCENARIOS := default cluster ha resilience ssh acme
 MOLECULE_JOBS ?= 2
 ifneq ($(sort $(SCENARIOS)),$(sort $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))))
 $(error SCENARIOS must list every molecule/*/molecule.yml)

@@ -17,6 +17,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatstack.redis_hosts import host_entry, parse_sentinels
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 _missing: list[str] = []
@@ -236,6 +238,15 @@ X_FRAME_OPTIONS = "DENY"
 REDIS_URLS = _list("CHATSTACK_REDIS_URLS", "redis://127.0.0.1:6379/0")
 if not REDIS_URLS:
     _missing.append("CHATSTACK_REDIS_URLS")
+# Where Redis Sentinel watches the shards (the playbooks' redis_shard), each URL
+# names its shard's master instead of a host, and these sentinels say where it
+# is (chatstack.redis_hosts). Empty: the URLs name the servers themselves.
+try:
+    REDIS_SENTINELS = parse_sentinels(_str("CHATSTACK_REDIS_SENTINELS", ""))
+except ValueError as error:
+    raise ImproperlyConfigured(
+        f"CHATSTACK_REDIS_SENTINELS must be comma-separated host:port; {error}"
+    ) from None
 CHANNEL_LAYER_BACKEND = _choice(
     "CHATSTACK_CHANNEL_LAYER",
     # Measured in bench/: twice the core layer's fan-out. It loses what is published
@@ -250,9 +261,6 @@ CHANNEL_LAYER_BACKEND = _choice(
 )
 # Consumers refresh their presence entry and group membership this often.
 CHATSTACK_HEARTBEAT_SECONDS = 20
-# redis-py 8 lowered the default socket_timeout to 5 s, which aborts channels_redis'
-# 5 s blocking BZPOPMIN and tears down every idle consumer (django/channels_redis#422).
-# Longer than that, yet finite, so a vanished server is still noticed.
 # Connection options for every Redis client of the app (channel layer, presence).
 # redis-py caps a pool at 100 connections and fails beyond that with
 # MaxConnectionsError: a few hundred sockets joining or leaving at once (every
@@ -276,8 +284,20 @@ CHATSTACK_REDIS_OPTIONS = {
     "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 2),
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
 }
+# redis-py 8 lowered the default socket_timeout to 5 s, which aborts the core
+# layer's 5 s blocking BZPOPMIN and tears down every idle consumer
+# (django/channels_redis#422): longer than that, yet finite, so a vanished
+# server is still noticed. The pub/sub layer sends no blocking command: there a
+# post that meets a frozen master fails within seconds, with an error the
+# sender sees, instead of holding up every post of the process.
+_LAYER_SOCKET_TIMEOUT = (
+    30 if CHANNEL_LAYER_BACKEND == "channels_redis.core.RedisChannelLayer" else 5
+)
 _redis_hosts = [
-    {"address": url, "socket_timeout": 30, **CHATSTACK_REDIS_OPTIONS} for url in REDIS_URLS
+    host_entry(
+        url, REDIS_SENTINELS, socket_timeout=_LAYER_SOCKET_TIMEOUT, **CHATSTACK_REDIS_OPTIONS
+    )
+    for url in REDIS_URLS
 ]
 if CHANNEL_LAYER_BACKEND == "channels_redis.pubsub.RedisPubSubChannelLayer":
     _layer_config: dict = {"hosts": _redis_hosts}

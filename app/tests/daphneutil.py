@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parent.parent
 APP = "chatstack.asgi:application"
+T = TypeVar("T")
 
 SIGN_IN = """
 import json
@@ -47,16 +49,49 @@ def manage(environment: dict, *args: str) -> str:
     ).stdout
 
 
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """check()'s first truthy result; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert process.poll() is None, "daphne exited"
-            assert time.monotonic() < deadline, f"daphne did not listen on {port}"
-            time.sleep(0.1)
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {result!r})")
+        time.sleep(interval)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    def up() -> bool:
+        assert process.poll() is None, f"the process meant to listen on {port} exited"
+        return listening(port)
+
+    wait_until(up, 30, f"listening on {port}")
+
+
+def start_daphne(environment: dict, port: int, cwd: Path) -> subprocess.Popen:
+    """A Daphne process of the app on 127.0.0.1:`port`, once it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), APP],
+        env=environment,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def environment_for(tmp_path: Path, redis_server, **variables: str) -> dict:
@@ -87,19 +122,10 @@ def sign_in(environment: dict, *names: str) -> dict:
 def daphnes(environment: dict, count: int, cwd: Path) -> Iterator[list[int]]:
     """`count` Daphne processes of the app, listening; yields their ports."""
     ports = [_free_port() for _ in range(count)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), APP],
-            env=environment,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
+    processes = []
     try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_for_port(port, process)
+        for port in ports:
+            processes.append(start_daphne(environment, port, cwd))
         yield ports
     finally:
         for process in processes:

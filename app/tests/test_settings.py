@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 from channels_redis.core import RedisChannelLayer
+from channels_redis.utils import create_pool
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+from chatstack.redis_hosts import MasterSSLConnection
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -107,6 +111,62 @@ def test_lists_and_core_layer(env):
     ]
     assert settings["CHATSTACK_PRESENCE_REDIS_URL"] == "rediss://:pw@r1:6380/1"
     assert "SECURE_SSL_REDIRECT" not in settings
+
+
+@pytest.mark.parametrize(
+    "layer",
+    ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"],
+)
+def test_sentinel_managed_shards_follow_their_master(env, layer):
+    env.setenv("CHATSTACK_REDIS_SENTINELS", "10.0.0.1:26379, [fd00::2]:26379,")
+    env.setenv(
+        "CHATSTACK_REDIS_URLS",
+        "rediss://chatstack:p%40ss@shard-a/0?ssl_ca_certs=/etc/ca.crt,rediss://chatstack:p%40ss@shard-b/0?ssl_ca_certs=/etc/ca.crt",
+    )
+    env.setenv("CHATSTACK_CHANNEL_LAYER", layer)
+    settings = load_settings()
+    hosts = settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+    assert [host["master_name"] for host in hosts] == ["shard-a", "shard-b"], (
+        "a shard would be lost"
+    )
+    first = hosts[0]
+    assert first["sentinels"] == [("10.0.0.1", 26379), ("fd00::2", 26379)]
+    # Without TLS and the password towards the sentinels the app never learns the master.
+    assert first["sentinel_kwargs"] == {
+        "password": "p@ss",
+        "socket_connect_timeout": 5,
+        "socket_timeout": 5,
+        "ssl": True,
+        "ssl_ca_certs": "/etc/ca.crt",
+    }
+    assert (first["username"], first["password"], first["db"]) == ("chatstack", "p@ss", 0)
+    assert first["ssl_ca_certs"] == "/etc/ca.crt"
+    # A failover is what the retries ride out: they must reach the sentinel-managed pools too.
+    assert first["retry"] is settings["CHATSTACK_REDIS_OPTIONS"]["retry"]
+    if layer == "channels_redis.core.RedisChannelLayer":
+        assert first["socket_timeout"] > RedisChannelLayer.brpop_timeout
+    # A master's host that dies sends no reset: without these a subscriber waits forever.
+    assert first["socket_keepalive"] and first["socket_keepalive_options"]
+    pool = create_pool(first)
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "shard-a"
+    # A master whose host froze answers nothing: without these the app waits on it forever.
+    assert pool.connection_class is MasterSSLConnection
+    assert first["health_check_interval"] < first["socket_timeout"]
+
+
+def test_without_sentinels_the_urls_name_the_servers(env):
+    env.setenv("CHATSTACK_REDIS_URLS", "redis://r1:6379/0")
+    hosts = load_settings()["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+    assert "master_name" not in hosts[0], (
+        "a plain Redis URL would be taken for a sentinel-managed shard"
+    )
+    assert hosts[0]["address"] == "redis://r1:6379/0"
+
+
+def test_a_malformed_sentinel_address_is_named(env):
+    env.setenv("CHATSTACK_REDIS_SENTINELS", "10.0.0.1:26379,10.0.0.2")
+    with pytest.raises(ImproperlyConfigured, match=r"CHATSTACK_REDIS_SENTINELS.*'10\.0\.0\.2'"):
+        load_settings()
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from django.conf import settings
 
+from chatstack.redis_hosts import client, host_entry
+
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
@@ -25,8 +27,14 @@ def redis_client() -> redis.Redis:
     url = settings.CHATSTACK_PRESENCE_REDIS_URL
     if url not in per_loop:
         # Presence commands never block, so a short read timeout only catches a dead server.
-        per_loop[url] = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, **settings.CHATSTACK_REDIS_OPTIONS
+        per_loop[url] = client(
+            host_entry(
+                url,
+                settings.REDIS_SENTINELS,
+                decode_responses=True,
+                socket_timeout=5,
+                **settings.CHATSTACK_REDIS_OPTIONS,
+            )
         )
     return per_loop[url]
 

@@ -1,6 +1,5 @@
 from datetime import timedelta
 
-import redis.asyncio as redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -10,6 +9,7 @@ from django.utils import timezone
 from chatstack.chat import latest
 from chatstack.chat.history import writer_lock
 from chatstack.chat.models import Invite, Message
+from chatstack.redis_hosts import client, host_entry
 
 # Room names per Redis DEL and per SQL IN list (SQLite caps a statement's parameters).
 CHUNK = 500
@@ -62,18 +62,21 @@ class Command(BaseCommand):
 
 async def _forget(rooms: list[str]) -> None:
     # An asyncio client: CHATSTACK_REDIS_OPTIONS' retry is redis.asyncio's.
-    client = redis.Redis.from_url(
-        settings.CHATSTACK_PRESENCE_REDIS_URL,
-        socket_timeout=5,
-        **settings.CHATSTACK_REDIS_OPTIONS,
+    redis = client(
+        host_entry(
+            settings.CHATSTACK_PRESENCE_REDIS_URL,
+            settings.REDIS_SENTINELS,
+            socket_timeout=5,
+            **settings.CHATSTACK_REDIS_OPTIONS,
+        )
     )
     try:
         # Earlier releases' one set of every room ever used goes too.
-        await client.delete(latest.LEGACY_KEY)
+        await redis.delete(latest.LEGACY_KEY)
         for start in range(0, len(rooms), CHUNK):
-            await client.delete(*(latest.key(room) for room in rooms[start : start + CHUNK]))
+            await redis.delete(*(latest.key(room) for room in rooms[start : start + CHUNK]))
     finally:
-        await client.aclose()
+        await redis.aclose(close_connection_pool=True)
 
 
 def _rooms_with_messages(rooms: set[str]) -> list[str]:
