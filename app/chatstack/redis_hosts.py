@@ -14,11 +14,17 @@ import socket
 from channels_redis.utils import create_pool
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-# Sentinel answers within milliseconds or not at all.
-SENTINEL_TIMEOUT_SECONDS = 5
+# Sentinel answers within milliseconds or not at all. One that does not is
+# asked once, not again: redis-py's default retries (four attempts with backoff)
+# kept the app asking a sentinel on the frozen master's host for a minute
+# before it asked the next, the whole time chat was down.
+SENTINEL_TIMEOUT_SECONDS = 2
+SENTINEL_RETRY = Retry(NoBackoff(), 0)
 # A master whose host died sends no reset: a subscribed connection would wait
 # for messages forever and a command for its whole read timeout. TCP keepalive
 # finds an idle dead peer and TCP_USER_TIMEOUT one that does not acknowledge
@@ -118,6 +124,7 @@ def host_entry(url: str, sentinels: list[tuple[str, int]], **options) -> dict:
         "password": connection.get("password"),
         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+        "retry": SENTINEL_RETRY,
     }
     if tls:
         sentinel.update(

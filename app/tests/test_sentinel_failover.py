@@ -3,9 +3,10 @@ on the replica the sentinels promote, and no message is lost or doubled.
 
 All on loopback: a master, its replica, three sentinels (Debian's
 redis-sentinel, on ports of their own: the package's own service on 26379 is
-neither used nor disturbed), one real Daphne process. The master is frozen
-(SIGSTOP: its kernel still accepts and acknowledges, as a paused VM or
-container does, and nothing answers) or killed.
+neither used nor disturbed), one real Daphne process. The master's host is
+frozen (SIGSTOP to the master and to the sentinel beside it, the first one the
+app asks: their kernel still accepts and acknowledges, as a paused VM or
+container does, and nothing answers) or the master is killed.
 """
 
 import asyncio
@@ -74,8 +75,9 @@ def _sentinels_agree(ports: list[int]) -> bool:
 
 @pytest.fixture
 def shard(tmp_path):
-    """A master, its replica and three sentinels watching them; yields the master's
-    process and the sentinels' addresses."""
+    """A master, its replica and three sentinels watching them; yields the
+    processes of the master's host (the master and the first sentinel) and the
+    sentinels' addresses, in the order the app asks them."""
     master_port, replica_port = _free_port(), _free_port()
     sentinel_ports = [_free_port() for _ in range(3)]
     processes = [
@@ -107,7 +109,7 @@ def shard(tmp_path):
             "Redis and the sentinels listening",
         )
         wait_until(lambda: _sentinels_agree(sentinel_ports), 60, "the sentinels ready to fail over")
-        yield processes[0], ",".join(f"127.0.0.1:{port}" for port in sentinel_ports)
+        yield processes[0:3:2], ",".join(f"127.0.0.1:{port}" for port in sentinel_ports)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -119,8 +121,8 @@ def shard(tmp_path):
 @pytest.fixture
 def site(shard, tmp_path):
     """One Daphne process whose Redis is the sentinel-managed shard; yields its
-    port, two accounts' sessions, the environment and the master's process."""
-    master, sentinels = shard
+    port, two accounts' sessions, the environment and the master host's processes."""
+    master_host, sentinels = shard
     environment = {
         **{key: value for key, value in os.environ.items() if not key.startswith("CHATSTACK_")},
         "PYTHONPATH": str(APP_DIR),
@@ -139,7 +141,7 @@ def site(shard, tmp_path):
     port = _free_port()
     daphne = start_daphne(environment, port, tmp_path)
     try:
-        yield port, cookies, environment, master
+        yield port, cookies, environment, master_host
     finally:
         daphne.terminate()
         daphne.wait(timeout=10)
@@ -300,12 +302,16 @@ async def chat_through(members: list[Member], lose_master) -> float:
 async def test_losing_the_master_loses_no_message(site, loss):
     """Otherwise losing the Redis master stops chat for good, or loses, doubles or
     silently swallows messages, although the sentinels promoted its replica."""
-    port, cookies, environment, master = site
+    port, cookies, environment, (master, sentinel) = site
     room = f"failover{uuid.uuid4().hex[:8]}"
     members = [Member(name, cookies[name], port, room) for name in ("alice", "bob")]
 
     def lose_master():
-        master.send_signal(signal.SIGSTOP if loss == "frozen" else signal.SIGKILL)
+        if loss == "frozen":
+            for process in (master, sentinel):
+                process.send_signal(signal.SIGSTOP)
+        else:
+            master.send_signal(signal.SIGKILL)
 
     resumed = await chat_through(members, lose_master)
     waits = [wait for member in members for wait in member.waits]
