@@ -9,6 +9,7 @@ server gets from a reboot.
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
@@ -133,12 +134,14 @@ async def chat_through_kill(members: list[Member], kill) -> tuple[float, float]:
     done = asyncio.Event()
     listeners = [asyncio.create_task(member.listen(done)) for member in members]
 
+    # Numbered across both rounds of talk(): the check for doubles compares texts.
+    numbers = itertools.count()
+
     async def talk(until):
-        n = 0
         while not until():
+            n = next(numbers)
             for member in members:
                 await member.post(f"{member.name} {n}")
-            n += 1
             await asyncio.sleep(POST_INTERVAL_SECONDS)
 
     started = time.monotonic()
