@@ -153,4 +153,6 @@ async def ws(redis_client):
 
     yield connect
     for communicator in opened:
-        await communicator.disconnect()
+        # A test may have ended the application itself.
+        if not communicator.future.done():
+            await communicator.disconnect()

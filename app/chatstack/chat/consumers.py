@@ -146,6 +146,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.broadcast_presence(await self.presence.touch())
         self.heartbeat = asyncio.create_task(self.keep_alive())
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Daphne cancels an instance still busy after its socket closed
+            # (application_close_timeout: a post stuck on a dead Redis master)
+            # without disconnect(); its heartbeat went on for good, failing
+            # every 20 s for a channel that no longer exists.
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
+
     async def disconnect(self, code: int) -> None:
         if self.room is None:
             return
