@@ -78,7 +78,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             # Here rather than in disconnect(): a consumer that crashes (say, the
-            # history query fails after accept) never gets its disconnect() called.
+            # history query fails after accept) never gets its disconnect()
+            # called, nor does one Daphne cancels because it was still busy after
+            # its socket closed (a post stuck on a dead Redis master), whose
+            # heartbeat went on failing every 20 s for good.
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
             if self.counted:
                 metrics.WEBSOCKET_CONNECTIONS.dec()
             if self.sockets is not None:
@@ -145,17 +150,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.presence = RoomPresence(room, user.get_username(), self.channel_name)
         await self.broadcast_presence(await self.presence.touch())
         self.heartbeat = asyncio.create_task(self.keep_alive())
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # Daphne cancels an instance still busy after its socket closed
-            # (application_close_timeout: a post stuck on a dead Redis master)
-            # without disconnect(); its heartbeat went on for good, failing
-            # every 20 s for a channel that no longer exists.
-            if self.heartbeat is not None:
-                self.heartbeat.cancel()
 
     async def disconnect(self, code: int) -> None:
         if self.room is None:
