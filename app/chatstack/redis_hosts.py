@@ -15,8 +15,8 @@ from channels_redis.utils import create_pool
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Sentinel answers within milliseconds or not at all. One that does not is
