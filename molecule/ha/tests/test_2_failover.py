@@ -191,7 +191,7 @@ def test_killing_the_master_host_loses_no_message(site, new_users, app_password)
     reconnects = sum(member.reconnects for member in members)
     posts = sum(len(member.stored) for member in members)
     print(
-        f"Redis master {master} killed: chat resumed after {resumed:.1f}s"
+        f"Redis master {master} frozen: chat resumed after {resumed:.1f}s"
         f" ({posts} posts, {reconnects} reconnects)"
     )
 
