@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from .conftest import _free_port, url_of
+from .conftest import _free_port
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
@@ -94,8 +94,9 @@ def start_daphne(environment: dict, port: int, cwd: Path) -> subprocess.Popen:
     return process
 
 
-def environment_for(tmp_path: Path, redis_server, **variables: str) -> dict:
-    """A production-like environment with a database of its own, migrated; `variables` added."""
+def environment_for(tmp_path: Path, redis_url: str, **variables: str) -> dict:
+    """A production-like environment with a database of its own and the Redis at
+    `redis_url`, migrated; `variables` added."""
     environment = {
         **{key: value for key, value in os.environ.items() if not key.startswith("CHATSTACK_")},
         "PYTHONPATH": str(APP_DIR),
@@ -105,7 +106,7 @@ def environment_for(tmp_path: Path, redis_server, **variables: str) -> dict:
         "CHATSTACK_SECURE": "false",
         "CHATSTACK_DEBUG": "true",
         "CHATSTACK_SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-        "CHATSTACK_REDIS_URLS": url_of(redis_server),
+        "CHATSTACK_REDIS_URLS": redis_url,
         "CHATSTACK_LOG_LEVEL": "WARNING",
         **variables,
     }

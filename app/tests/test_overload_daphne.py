@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chatstack.chat.protocol import CLOSE_TOO_SLOW
 
+from .conftest import url_of
 from .daphneutil import chat_socket, daphnes, environment_for, frame, sign_in
 
 SLOW_READER_SECONDS = 1
@@ -27,7 +28,7 @@ def site(redis_server, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("slow-reader")
     environment = environment_for(
         tmp_path,
-        redis_server,
+        url_of(redis_server),
         CHATSTACK_SLOW_READER_SECONDS=str(SLOW_READER_SECONDS),
         CHATSTACK_MESSAGE_MAX_LENGTH=str(MESSAGE_LENGTH),
         # The newest message is all a reconnect needs to show it missed nothing.

@@ -12,7 +12,6 @@ container does, and nothing answers) or the master is killed.
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 import redis
 
 from .conftest import REDIS_SERVER, _free_port
-from .daphneutil import APP_DIR, listening, manage, sign_in, start_daphne, wait_until
+from .daphneutil import environment_for, listening, manage, sign_in, start_daphne, wait_until
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
@@ -123,20 +122,9 @@ def site(shard, tmp_path):
     """One Daphne process whose Redis is the sentinel-managed shard; yields its
     port, two accounts' sessions, the environment and the master host's processes."""
     master_host, sentinels = shard
-    environment = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("CHATSTACK_")},
-        "PYTHONPATH": str(APP_DIR),
-        "DJANGO_SETTINGS_MODULE": "chatstack.settings",
-        "CHATSTACK_SECRET_KEY": "sentinel-failover-" + "k" * 40,
-        "CHATSTACK_ALLOWED_HOSTS": "localhost",
-        "CHATSTACK_SECURE": "false",
-        "CHATSTACK_DEBUG": "true",
-        "CHATSTACK_SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-        "CHATSTACK_REDIS_URLS": f"redis://{MASTER_NAME}/0",
-        "CHATSTACK_REDIS_SENTINELS": sentinels,
-        "CHATSTACK_LOG_LEVEL": "WARNING",
-    }
-    manage(environment, "migrate", "-v0")
+    environment = environment_for(
+        tmp_path, f"redis://{MASTER_NAME}/0", CHATSTACK_REDIS_SENTINELS=sentinels
+    )
     cookies = sign_in(environment, "alice", "bob")
     port = _free_port()
     daphne = start_daphne(environment, port, tmp_path)

@@ -8,6 +8,7 @@ import pytest
 
 from chatstack.chat.protocol import CLOSE_LIMITED, CLOSE_REVOKED
 
+from .conftest import url_of
 from .daphneutil import (
     chat_socket,
     close_code,
@@ -31,7 +32,7 @@ def site(redis_server, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("two-daphnes")
     environment = environment_for(
         tmp_path,
-        redis_server,
+        url_of(redis_server),
         CHATSTACK_ACCOUNT_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
         CHATSTACK_RATE_LIMIT_COUNT=str(RATE_LIMIT),
         CHATSTACK_RATE_LIMIT_SECONDS="60",
