@@ -115,8 +115,9 @@ endif
 
 # Each scenario's whole output is also kept in build/molecule/<scenario>.log; the run ends
 # with one line per scenario and the tests that failed, where a CI log's tail shows them.
+# --keep-going: one scenario failing does not keep the others from being run and reported.
 test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (2) at a time
-	@status=0; $(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --output-sync=target \
+	@status=0; $(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --keep-going --output-sync=target \
 	    $(SCENARIOS:%=molecule-%) || status=$$?; \
 	echo "== summary"; for scenario in $(SCENARIOS); do \
 	    tail -n 1 build/molecule/$$scenario.log 2>/dev/null || echo "== $$scenario did not start"; \

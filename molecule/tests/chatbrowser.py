@@ -37,13 +37,21 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 """
 
-# Counts the history frames the page's sockets received: "connected" shows
-# when the socket opens, a moment before the room's newest messages arrive.
-COUNT_HISTORIES = """
+# Counts the history frames the page's sockets received ("connected" shows
+# when the socket opens, a moment before the room's newest messages arrive),
+# and logs each socket's opening and closing, so that a page that never
+# connects says what it saw.
+RECORD_SOCKETS = """
 window.chatHistories = 0;
+window.chatSockets = [];
 window.WebSocket = class extends window.WebSocket {
   constructor(...args) {
     super(...args);
+    const log = (what) => window.chatSockets.push(`${Math.round(performance.now())} ms: ${what}`);
+    log("new");
+    this.addEventListener("open", () => log("open"));
+    this.addEventListener("error", () => log("error"));
+    this.addEventListener("close", (event) => log(`close ${event.code} ${event.reason}`));
     this.addEventListener("message", (event) => {
       if (JSON.parse(event.data).type === "history") window.chatHistories += 1;
     });
@@ -143,7 +151,7 @@ class ChatUser:
         self.context = browser.new_context(ignore_https_errors=True, locale=locale)
         self.context.add_init_script(RECORD_STATES)
         self.context.add_init_script(RECORD_NOTIFICATIONS)
-        self.context.add_init_script(COUNT_HISTORIES)
+        self.context.add_init_script(RECORD_SOCKETS)
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
         self.page.on("dialog", self._on_dialog)
@@ -172,13 +180,20 @@ class ChatUser:
         assert self.page.url.endswith("/chat/"), self.page.content()[:2000]
 
     def open_room(self, room: str, timeout: float = 30) -> None:
+        """Opens the room's page and waits until it shows the room's messages."""
         self.room = room
         self.goto(f"/chat/{room}/")
-        self.wait_connected(timeout)
+        self.wait_for_history(timeout)
 
     def reload(self, timeout: float = 30) -> None:
         """Reloads the page and waits until it shows the room's messages again."""
         self.page.reload()
+        self.wait_for_history(timeout)
+
+    def wait_for_history(self, timeout: float) -> None:
+        # "connected" shows when the socket opens, a moment before the room's
+        # newest messages arrive: a test reading the log, or cutting the
+        # connection, in between found the page empty (a loaded machine).
         self.wait_connected(timeout)
         self.page.wait_for_function("() => window.chatHistories > 0", timeout=timeout * 1000)
 
@@ -198,9 +213,15 @@ class ChatUser:
         )
 
     def wait_connected(self, timeout: float) -> None:
-        self.page.wait_for_selector(
-            '#connection-state[data-state="connected"]', timeout=timeout * 1000
-        )
+        try:
+            self.page.wait_for_selector(
+                '#connection-state[data-state="connected"]', timeout=timeout * 1000
+            )
+        except PlaywrightTimeout as error:
+            sockets = self.page.evaluate("window.chatSockets")
+            raise AssertionError(
+                f"not connected after {timeout} s; states {self.states()}; sockets {sockets}"
+            ) from error
 
     def send(self, text: str) -> None:
         self.page.fill("#chat-message-input", text)
