@@ -46,6 +46,11 @@ def redis_cli(container: str, password: str, port: int, *command: str, user: str
     ).splitlines()  # fmt: skip
 
 
+def role_of(host: str, replication_password: str) -> list[str]:
+    """ROLE's lines: ["slave", master address, port, link state, ...] or ["master", ...]."""
+    return redis_cli(host, replication_password, 6379, "ROLE", user=REPLICATION_USER)
+
+
 @pytest.fixture(scope="session")
 def app_password() -> str:
     return podman("exec", REDIS_HOSTS[0], "cat", APP_PASSWORD_FILE)

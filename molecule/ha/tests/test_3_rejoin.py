@@ -7,7 +7,7 @@ changes nothing, and a second run neither.
 import os
 from pathlib import Path
 
-from conftest import REDIS_HOSTS, REPLICATION_USER, SENTINEL_HOSTS, address, master_of, redis_cli
+from conftest import REDIS_HOSTS, SENTINEL_HOSTS, address, master_of, role_of
 from playbook import recap, run_playbook
 from testhost import podman
 from waiting import wait_until
@@ -23,11 +23,6 @@ def rerun_site(tmp_path: Path, run: str) -> dict[str, int]:
     print(f"{run} rerun of site.yml after the failover: {seconds:.0f}s")
     assert result.returncode == 0, result.stdout[-6000:]
     return {host: recap(result.stdout, host)["changed"] for host in SENTINEL_HOSTS}
-
-
-def role_of(host: str, replication_password: str) -> list[str]:
-    """ROLE's first lines: ["slave", master address, port, ...] or ["master", ...]."""
-    return redis_cli(host, replication_password, 6379, "ROLE", user=REPLICATION_USER)
 
 
 def test_the_old_master_rejoins_as_replica_and_reruns_change_nothing(

@@ -1,0 +1,44 @@
+"""kill -9 of the Redis master's server under chat traffic, after test_3_rejoin.py
+made the shard whole again: chat resumes, nothing is lost, the shard stays whole.
+
+systemd starts a killed redis-server again at once, before the sentinels would
+call it down: the server comes back empty (the site keeps no Redis data on disk)
+and its replica copies that, as Redis' documentation warns for masters without
+persistence. What chat keeps in Redis must survive that.
+"""
+
+import testinfra
+from conftest import REDIS_HOSTS, address, master_of, role_of
+from hachat import USERS, Member, chat_through, new_room, summary
+from testhost import main_pid, podman
+from waiting import wait_until
+
+
+def test_killing_the_master_process_loses_no_message(
+    site, new_users, app_password, replication_password
+):
+    """Otherwise a crashed Redis master stops chat, loses or doubles messages, or
+    leaves the shard without a replica to fail over to."""
+    master = master_of(app_password)
+    server = testinfra.get_host(f"podman://{master}")
+    killed = main_pid(server, "redis-server")
+    room = new_room()
+    members = [Member(user, room) for user in new_users(USERS)]
+
+    resumed = chat_through(
+        members,
+        lambda: podman("exec", master, "systemctl", "kill", "--signal=KILL", "redis-server"),
+    )
+    print(f"Redis master {master} killed: chat resumed after {resumed:.1f}s ({summary(members)})")
+    assert main_pid(server, "redis-server") not in (0, killed), "redis-server was not started again"
+
+    master = master_of(app_password)
+    replica = next(host for host in REDIS_HOSTS if host != master)
+    wait_until(
+        lambda: (
+            role_of(replica, replication_password)[:4]
+            == ["slave", address(master), "6379", "connected"]
+        ),
+        60,
+        f"{replica} replicating the master {master} again",
+    )
