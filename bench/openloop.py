@@ -6,7 +6,10 @@ schedule computed from the step's start (one message every 1/rate seconds
 from a random phase), so a server that cannot keep up falls behind and shows
 it. Each message carries its scheduled send time: a send the server delays
 (a full socket buffer) counts against the server, and the generator's own
-lateness is reported apart (send_lag_ms) to tell the two apart.
+lateness is reported apart (send_lag_ms) to tell the two apart. Each also
+carries a cid, as the page's posts do, so that a refusal names the post it
+refuses: a refused post is answered, not lost, and its deliveries are not
+expected; a post neither echoed to its sender nor refused is unanswered.
 """
 
 import asyncio
@@ -53,6 +56,8 @@ class _Step:
     latencies: list[float] = field(default_factory=list)
     send_lags: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
+    # cid -> the room's members when it was posted: the deliveries a refusal cancels.
+    members: dict[str, int] = field(default_factory=dict)
 
     def result(self) -> dict:
         return {
@@ -70,16 +75,15 @@ class _Steps:
     def on_frame(self, socket: Socket, raw: str) -> None:
         frame = json.loads(raw)
         if frame["type"] == "error":
-            # Refused sends (busy, rate limited, too long): counted by the
-            # step running when the answer came, by text.
-            if self.steps:
-                self.steps[-1].errors[frame.get("error", "")] += 1
+            self._on_refusal(frame)
             return
         if frame["type"] != "message" or not frame["message"].startswith("open "):
             return
         now = time.monotonic_ns()
-        _, step, _, scheduled_ns = frame["message"].split()
+        _, step, sender, scheduled_ns = frame["message"].split()
         step = self.steps[int(step)]
+        if int(sender) == socket.index:
+            step.counts["echoed"] += 1
         if now > step.deadline:
             step.counts["late"] += 1
             return
@@ -87,6 +91,19 @@ class _Steps:
         step.counts["delivered"] += 1
         if now <= step.end:
             step.counts["delivered_in_window"] += 1
+
+    def _on_refusal(self, frame: dict) -> None:
+        """Counts a refused post (busy, rate limited, too long) by its text, in the
+        step that posted it; an error naming no post, in the step running."""
+        cid = frame.get("cid")
+        if cid is None:
+            if self.steps:
+                self.steps[-1].errors[frame.get("error", "")] += 1
+            return
+        step = self.steps[int(cid.split(".")[0])]
+        step.errors[frame.get("error", "")] += 1
+        step.counts["refused_posts"] += 1
+        step.counts["refused_deliveries"] += step.members.pop(cid, 0)
 
 
 async def _sleep_until(ns: int) -> None:
@@ -100,9 +117,11 @@ async def _person(socket: Socket, index: int, rate: float, members: int, step: _
     while scheduled < step.end and is_open(socket):
         await _sleep_until(scheduled)
         step.send_lags.append((time.monotonic_ns() - scheduled) / 1e6)
+        cid = f"{index}.{socket.index}.{scheduled}"
+        step.members[cid] = members
         try:
             await socket.ws.send(
-                json.dumps({"message": f"open {index} {socket.index} {scheduled}"})
+                json.dumps({"message": f"open {index} {socket.index} {scheduled}", "cid": cid})
             )
         except ConnectionClosed:
             step.counts["sender_closed"] += 1
@@ -167,10 +186,14 @@ def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_sec
         "expected": totals["expected"],
         "delivered": delivered,
         "delivered_per_second": round(totals["delivered_in_window"] / shape.seconds, 1),
-        "undelivered": totals["expected"] - delivered,
+        # Deliveries of posts the server accepted that did not come in time.
+        "undelivered": totals["expected"] - totals["refused_deliveries"] - delivered,
         "late": totals["late"],
         "sender_closed": totals["sender_closed"],
         "refused": dict(counted(outcome, "errors")),
+        "refused_posts": totals["refused_posts"],
+        # Posts whose sender heard nothing back: neither its echo nor a refusal.
+        "unanswered": totals["sent"] - totals["echoed"] - totals["refused_posts"],
         "latency_ms": percentiles(pooled(outcome, "latencies")),
         "send_lag_ms": percentiles(pooled(outcome, "send_lags")),
         "cpu_seconds": {group: round(value, 2) for group, value in cpu_seconds.items()},

@@ -105,13 +105,16 @@ def _step_cells(step: dict | None) -> tuple[str, str]:
     if step is None:
         return "-", "-"
     latency = step["latency_ms"]
-    refused = sum(step["refused"].values())
     delivery = (
         f"{cell(step['delivered_per_second'])}, {milliseconds(latency['p50'])} / "
-        f"{milliseconds(latency['p99'])}, {cell(step['undelivered'])}, {cell(refused)}"
+        f"{milliseconds(latency['p99'])}, {cell(step['undelivered'])},"
+        f" {cell(step['refused_posts'])}, {cell(step['unanswered'])}"
     )
     cpu = " ".join(cell(step["cpu_us_per_delivery"][group]) for group in CPU_COLUMNS)
     return delivery, cpu
+
+
+OPENLOOP_CELLS = "tuned: delivered/s, p50 / p99, undelivered, refused, unanswered"
 
 
 def openloop_table(results: dict) -> str:
@@ -128,14 +131,13 @@ def openloop_table(results: dict) -> str:
         f"open loop: {shape['people']} people in rooms of {shape['room_size']},"
         f" {shape['seconds_per_step']:g} s a step; offered deliveries/s = people x rate x"
         f" {shape['room_size']} (every member, the sender too)",
-        f"{'rate (offered/s)':<20} {'tuned: delivered/s, p50 / p99, undelivered, refused':<54}"
-        " seed: same",
+        f"{'rate (offered/s)':<20} {OPENLOOP_CELLS:<66} seed: same",
     ]
     for step in shape["steps"]:
         rate = step["rate_per_person"]
         cells = [_step_cells(steps[profile].get(rate))[0] for profile in ("tuned", "seed")]
         offered = f"{rate:g} ({step['offered_per_second']:,.0f})"
-        lines.append(f"{offered:<20} {cells[0]:<54} {cells[1]}")
+        lines.append(f"{offered:<20} {cells[0]:<66} {cells[1]}")
     lines.append(f"server CPU µs per delivery ({' '.join(CPU_COLUMNS)})")
     for step in shape["steps"]:
         rate = step["rate_per_person"]
