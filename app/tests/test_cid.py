@@ -69,6 +69,7 @@ async def test_a_retry_after_a_failed_broadcast_is_stored_once(ws, alice, bob, m
     assert await receive(alice_chat, "error") == {
         "type": "error",
         "error": "Message not sent, try again.",
+        "reason": "not_sent",
         "cid": "retry-1",
     }
     assert await Message.objects.acount() == 1, "the failure happened after the row was written"
@@ -125,19 +126,32 @@ async def test_the_database_refuses_a_second_row_with_the_same_cid(alice):
 
 
 @pytest.mark.parametrize(
-    ("frame", "error"),
+    ("frame", "error", "reason"),
     [
-        ({"message": " ", "cid": "c-2"}, "Message is empty."),
-        ({"message": "x" * 2001, "cid": "c-2"}, "Message is too long (at most 2000 characters)."),
-        ({"text": "hi", "cid": "c-2"}, 'Expected a JSON object like {"message": "text"}.'),
+        ({"message": " ", "cid": "c-2"}, "Message is empty.", "empty"),
+        (
+            {"message": "x" * 2001, "cid": "c-2"},
+            "Message is too long (at most 2000 characters).",
+            "too_long",
+        ),
+        (
+            {"text": "hi", "cid": "c-2"},
+            'Expected a JSON object like {"message": "text"}.',
+            "invalid_frame",
+        ),
     ],
 )
-async def test_an_error_about_a_message_names_its_cid(ws, alice, frame, error):
+async def test_an_error_about_a_message_names_its_cid(ws, alice, frame, error, reason):
     """The page shows the reason next to the message it refused."""
     chat = await ws(user=alice)
     await joined(chat)
     await chat.send_json_to(frame)
-    assert await receive(chat, "error") == {"type": "error", "error": error, "cid": "c-2"}
+    assert await receive(chat, "error") == {
+        "type": "error",
+        "error": error,
+        "reason": reason,
+        "cid": "c-2",
+    }
 
 
 async def test_a_rate_limited_message_names_its_cid(ws, alice, settings):
@@ -161,5 +175,6 @@ async def test_an_unusable_cid_is_refused(ws, alice, cid):
     assert await receive(chat, "error") == {
         "type": "error",
         "error": '"cid" must be 1 to 64 printable characters.',
+        "reason": "invalid_frame",
     }
     assert await Message.objects.acount() == 0

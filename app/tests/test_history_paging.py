@@ -102,6 +102,7 @@ async def test_a_bad_history_request_gets_an_error_frame(ws, alice, request_fram
     assert await receive(chat, "error") == {
         "type": "error",
         "error": 'Expected {"type": "history", "before": <message id>, "limit": <1 to 100>}.',
+        "reason": "invalid_frame",
     }
 
 
@@ -127,6 +128,7 @@ async def test_a_script_reading_whole_rooms_in_a_loop_is_held_back(ws, alice, mo
     assert await receive(chat, "error") == {
         "type": "error",
         "error": "Slow down: older messages are loaded at most 2 times per 10 seconds.",
+        "reason": "history_limited",
         "before": 1000,
     }
 
@@ -144,6 +146,7 @@ async def test_older_messages_that_cannot_be_read_are_refused_not_hung(ws, alice
     assert await receive(chat, "error") == {
         "type": "error",
         "error": "Older messages could not be loaded, try again.",
+        "reason": "history_failed",
         "before": 1000,
     }
 

@@ -17,7 +17,7 @@ from .wsutil import closed_by_server, drain, joined, receive, receive_where
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BUSY = {"type": "error", "error": "The server is busy, try again in a moment."}
+BUSY = {"type": "error", "error": "The server is busy, try again in a moment.", "reason": "busy"}
 
 
 def busy_count() -> float:

@@ -159,7 +159,11 @@ async def test_binary_frame_gets_an_error_and_the_connection_survives(ws, alice)
     await joined(chat)
     await chat.send_to(bytes_data=b'{"message": "binary"}')
     reply = await chat.receive_json_from()
-    assert reply == {"type": "error", "error": "Binary frames are not supported; send JSON text."}
+    assert reply == {
+        "type": "error",
+        "error": "Binary frames are not supported; send JSON text.",
+        "reason": "binary_frame",
+    }
     await chat.send_json_to({"message": "text works"})
     assert (await receive(chat, "message"))["message"] == "text works"
 
@@ -194,6 +198,7 @@ async def test_failed_save_tells_the_sender_and_nobody_else(ws, alice, bob, monk
     assert await alice_chat.receive_json_from() == {
         "type": "error",
         "error": "Message not sent, try again.",
+        "reason": "not_sent",
     }
     assert await bob_chat.receive_nothing(timeout=0.2)
 

@@ -125,6 +125,30 @@ SPEND_MESSAGE_BUDGET = """room => new Promise((resolve, reject) => {
   socket.onclose = (event) => reject(new Error(`closed early (${event.code})`));
 })"""
 
+# Someone typing messages one after the other, run by the page on its own
+# timer while the test's thread does something else. As a person would: the
+# next only once the box is free again (its echo came, or it moved to the
+# outbox), and a refused one sent again as it stands in the box.
+TYPE_MESSAGES = """([texts, interval]) => {
+  const box = document.getElementById("chat-message-input");
+  const refusal = document.getElementById("chat-refusal");
+  let next = 0;
+  const type = () => {
+    if (box.readOnly) {
+      setTimeout(type, 100);
+      return;
+    }
+    if (refusal.hidden && next === texts.length) return;
+    if (refusal.hidden) {
+      box.value = texts[next];
+      next += 1;
+    }
+    box.form.requestSubmit();
+    setTimeout(type, interval);
+  };
+  type();
+}"""
+
 # Page Visibility as when the reader switches to another tab (headless
 # Chromium keeps every tab visible).
 SET_HIDDEN = """hidden => {
@@ -227,6 +251,16 @@ class ChatUser:
         self.page.fill("#chat-message-input", text)
         self.page.press("#chat-message-input", "Enter")
 
+    def type_messages(self, texts: list[str], interval: float) -> None:
+        """Starts typing `texts`, one every `interval` seconds; returns at once."""
+        self.page.evaluate(TYPE_MESSAGES, [texts, interval * 1000])
+
+    def wait_until_sent(self, timeout: float) -> None:
+        """Waits until nothing the page holds is waiting for the server (no pending message)."""
+        self.page.wait_for_function(
+            "() => !document.querySelector('#chat-log li.pending')", timeout=timeout * 1000
+        )
+
     def scroll_back_to_start(self, timeout: float = 60) -> None:
         self.page.wait_for_function(SCROLL_TO_START, polling=250, timeout=timeout * 1000)
 
@@ -313,11 +347,14 @@ class SocketSwitch:
         self.down = False
 
 
-def open_room_then_lose_the_server(user: ChatUser, room: str) -> SocketSwitch:
-    """Opens the room, then cuts its connection as a server that goes away would, until
-    the page says it is reconnecting; the switch's restore() brings the server back."""
+def open_room_then_lose_the_server(user: ChatUser, room: str, meanwhile=None) -> SocketSwitch:
+    """Opens the room, runs `meanwhile` if given, then cuts its connection as a server
+    that goes away would, until the page says it is reconnecting; the switch's
+    restore() brings the server back."""
     switch = SocketSwitch(user.page)
     user.open_room(room)
+    if meanwhile is not None:
+        meanwhile()
     seen = len(user.states())
     switch.cut()
     user.wait_state("reconnecting", timeout=10, seen_after=seen)

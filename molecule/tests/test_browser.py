@@ -115,6 +115,27 @@ def test_a_message_typed_while_disconnected_arrives_once(chat_user, host):
     assert [message["text"] for message in alice.messages()] == ["written while offline"]
 
 
+def test_a_message_typed_while_away_and_refused_for_now_goes_out_later(chat_user, host):
+    """What someone wrote while the connection was down, and the server then refused
+    for now (here: over the rate limit), must not be stuck with a "try again" nobody
+    can act on: the page shows the reason and sends it again by itself, once."""
+    room = new_room()
+    alice = chat_user()
+    switch = open_room_then_lose_the_server(alice, room, meanwhile=alice.spend_message_budget)
+    alice.send("refused for now")
+    alice.page.locator("#chat-log li.pending").wait_for(timeout=5_000)
+
+    switch.restore()
+    alice.page.locator("#chat-log li.pending .status", has_text="Slow down").wait_for(
+        timeout=30_000
+    )
+    alice.wait_for_message("refused for now", timeout=30)
+    alice.wait_until_sent(timeout=5)
+    stored = [message["text"] for message in stored_messages(host, room)]
+    assert stored.count("refused for now") == 1
+    assert [message["text"] for message in alice.messages()].count("refused for now") == 1
+
+
 def test_a_reader_away_for_more_than_a_page_misses_nothing(chat_user, host):
     """After a reconnect the server sends only the newest messages; whatever
     was posted before them while the reader was away is fetched too."""

@@ -408,10 +408,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Count the rejection, then tell the client with an error frame.
 
         The frame names the message (`cid`) or the history page (`before`) it
-        refuses, when the client's frame said which.
+        refuses, when the client's frame said which, and the reason, for the
+        page to tell a refusal for now (busy, not sent, rate limited: sent again
+        later) from one for good.
         """
         metrics.MESSAGES_REJECTED[reason].inc()
-        frame = {"type": "error", "error": error}
+        frame = {"type": "error", "error": error, "reason": reason.value}
         if cid is not None:
             frame["cid"] = cid
         if before is not None:

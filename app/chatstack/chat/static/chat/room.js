@@ -25,6 +25,10 @@
   // A message whose echo takes longer (a stalled connection) leaves the box
   // for the outbox, so the box is free again.
   const ECHO_WAIT_MS = 5000;
+  // Refusals for now (an error frame's "reason"): a message typed while away
+  // and refused on its way out is sent again, with its cid, after a pause.
+  const REFUSED_FOR_NOW = new Set(["busy", "not_sent", "rate_limited"]);
+  const RESEND_AFTER_MS = 3000;
   // A desktop notification's body ("name: text") is cut to this many characters.
   const NOTIFICATION_BODY_MAX = 120;
 
@@ -68,6 +72,9 @@
   // unchanged it keeps its cid, so a message that was stored after all is not
   // stored twice.
   let refused = null;
+  // Nothing leaves the outbox before this time (Date.now()): the server
+  // refused its head for now.
+  let holdUntil = 0;
   let olderState = "idle"; // "loading", "complete"
   let unread = 0;
   // Before reconnecting: the newest id on screen, to fill what was missed while away.
@@ -498,7 +505,7 @@
   function pump() {
     saveOutbox();
     const head = outbox[0];
-    if (head && !head.sent && connected()) {
+    if (head && !head.sent && connected() && Date.now() >= holdUntil) {
       head.sent = true;
       socket.send(JSON.stringify({ message: head.text, cid: head.cid }));
     }
@@ -546,8 +553,18 @@
       refused = { cid: entry.cid, text: entry.text };
       refusalEl.textContent = frame.error;
       refusalEl.hidden = false;
+    } else if (REFUSED_FOR_NOW.has(frame.reason)) {
+      // Typed while away and refused on the way out for now: first in line
+      // again, shown with the reason until it goes through.
+      entry.sent = false;
+      entry.item = renderPending(entry);
+      entry.item.querySelector(".status").textContent = frame.error;
+      log.append(entry.item);
+      outbox.unshift(entry);
+      holdUntil = Date.now() + RESEND_AFTER_MS;
+      setTimeout(pump, RESEND_AFTER_MS);
     } else {
-      // Typed while away and refused on the way out: it stays where it was, with the reason.
+      // Typed while away and refused for good: it stays where it was, with the reason.
       const item = renderPending(entry);
       item.classList.add("refused");
       item.querySelector(".status").textContent = frame.error;
