@@ -103,6 +103,11 @@ class Browser:
             )
         )
 
+    @property
+    def session_key(self) -> str:
+        """The session cookie: a real browser signs in with it (ChatUser.adopt_session)."""
+        return next(cookie.value for cookie in self.cookies if cookie.name == "sessionid")
+
     def cookie_header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.cookies)}
 

@@ -15,7 +15,9 @@ import pytest
 # The shared helpers of the single-host scenarios.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
+from chatbrowser import ChatUser, launch_chromium
 from chatclient import ChatSite
+from playwright.sync_api import sync_playwright
 from testhost import container_address, podman
 from waiting import wait_until
 
@@ -101,3 +103,21 @@ def new_users(site):
         return users
 
     return make
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def person(chromium, site, new_users) -> ChatUser:
+    """Someone chatting in a real browser, signed in as a new account."""
+    account = new_users(1)[0]
+    user = ChatUser(chromium, site.base_url, account.username)
+    user.adopt_session(account.session_key)
+    yield user
+    user.close()

@@ -1,5 +1,5 @@
-"""Scripted members chatting through a fault, and what they must have seen.
-
+"""Scripted members and a person in a real browser chatting through a fault, and what
+they must have seen.
 Shared by the ha scenario's fault tests (test_2_failover.py, test_4_kill.py).
 """
 
@@ -9,8 +9,10 @@ import itertools
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import testinfra
+from chatbrowser import ChatUser
 from chatclient import next_of_type, stored_messages
 from conftest import APP
 from waiting import wait_until
@@ -20,6 +22,9 @@ USERS = 4
 # Under the per-account rate limit (README "Limits and abuse": 10 in 10 s).
 POST_INTERVAL_SECONDS = 1.2
 TRAFFIC_BEFORE_FAULT_SECONDS = 5
+# The person in the browser types this many, a few seconds apart, through the fault.
+PERSON_POSTS = 12
+PERSON_POST_INTERVAL_SECONDS = 2.5
 # A generous functional bound; the measured time is printed.
 RESUME_BOUND_SECONDS = 60
 # After chat resumed, this much traffic shows it stays resumed.
@@ -122,8 +127,9 @@ def resumed_after(members: list[Member], faulted: float) -> float | None:
     return resumed
 
 
-async def chat_while(members: list[Member], fault) -> float:
-    """Members chat while `fault` runs; returns the seconds until chat resumed."""
+async def chat_while(members: list[Member], fault, awaited: list[str]) -> float:
+    """Members chat while `fault` runs, and listen until each has shown the `awaited`
+    texts (posted by others); returns the seconds until chat resumed."""
     for member in members:
         await member.connect()
     done = asyncio.Event()
@@ -165,6 +171,15 @@ async def chat_while(members: list[Member], fault) -> float:
         30,
         "every post acknowledged after the failover",
     )
+    await asyncio.to_thread(
+        wait_until,
+        lambda: (
+            all(set(awaited) <= {text for text, _ in member.shown.values()} for member in members)
+            or None
+        ),
+        RESUME_BOUND_SECONDS + PERSON_POSTS * PERSON_POST_INTERVAL_SECONDS,
+        "every member shown what the person typed",
+    )
     await asyncio.sleep(0)
     done.set()
     await asyncio.gather(*listeners)
@@ -173,22 +188,38 @@ async def chat_while(members: list[Member], fault) -> float:
     return resumed
 
 
-def chat_through(members: list[Member], fault) -> float:
-    """Members chat while `fault` runs; returns the seconds until chat resumed, checking
-    that every acknowledged post was stored once and shown to every member, unreloaded."""
-    resumed = asyncio.run(chat_while(members, fault))
+def chat_through(members: list[Member], person: ChatUser, fault) -> float:
+    """Members and a person in a browser chat while `fault` runs; returns the seconds
+    until chat resumed, checking that every acknowledged post and everything the
+    person typed was stored once and shown to everyone, without a reload."""
     room = members[0].room
+    person.open_room(room)
+    typed = [f"{person.username} {n}" for n in range(PERSON_POSTS)]
+    person.type_messages(typed, PERSON_POST_INTERVAL_SECONDS)
+    # Playwright's sync API holds this thread's event loop: the members run in another.
+    with ThreadPoolExecutor(1) as pool:
+        resumed = pool.submit(asyncio.run, chat_while(members, fault, typed)).result()
+    person.wait_for_message(typed[-1], timeout=RESUME_BOUND_SECONDS)
+    person.wait_until_sent(timeout=RESUME_BOUND_SECONDS)
+
     acknowledged = {message_id for member in members for message_id, _ in member.stored.values()}
     stored = stored_messages(testinfra.get_host(f"podman://{APP}"), room)
     texts = [message["text"] for message in stored]
     assert len(texts) == len(set(texts)), "a message was stored twice"
-    assert {message["id"] for message in stored} == acknowledged, "a post was stored unacknowledged"
+    assert [text for text in texts if text in typed] == typed, (
+        "what the person typed was not stored, each once, in order"
+    )
+    ids = {message["id"] for message in stored}
+    typed_ids = {message["id"] for message in stored if message["text"] in typed}
+    assert ids == acknowledged | typed_ids, "a post was stored unacknowledged, or not stored"
     for member in members:
-        missing = acknowledged - member.shown.keys()
+        missing = ids - member.shown.keys()
         assert not missing, (
             f"{member.name} never saw {len(missing)} stored messages without reloading"
         )
-        assert member.shown.keys() == acknowledged, f"{member.name} was shown messages never stored"
+        assert member.shown.keys() == ids, f"{member.name} was shown messages never stored"
+    shown = [message["id"] for message in person.messages()]
+    assert shown == sorted(ids), "the person's page does not show every message once, in order"
     return resumed
 
 

@@ -15,7 +15,7 @@ from waiting import wait_until
 
 
 def test_killing_the_master_process_loses_no_message(
-    site, new_users, app_password, replication_password
+    site, new_users, person, app_password, replication_password
 ):
     """Otherwise a crashed Redis master stops chat, loses or doubles messages, or
     leaves the shard without a replica to fail over to."""
@@ -27,6 +27,7 @@ def test_killing_the_master_process_loses_no_message(
 
     resumed = chat_through(
         members,
+        person,
         lambda: podman("exec", master, "systemctl", "kill", "--signal=KILL", "redis-server"),
     )
     print(f"Redis master {master} killed: chat resumed after {resumed:.1f}s ({summary(members)})")
