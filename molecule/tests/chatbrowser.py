@@ -5,11 +5,13 @@ Playwright never downloads a browser here (no `playwright install`): the
 off, so the tests need no network beyond the test host.
 """
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from chatclient import PASSWORD
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = "/usr/bin/chromium"
@@ -160,8 +162,15 @@ SET_HIDDEN = """hidden => {
 }"""
 
 
-def launch_chromium(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+@contextlib.contextmanager
+def running_chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, never a browser Playwright would download."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
 
 
 class ChatUser:

@@ -13,9 +13,8 @@ import ssl
 import uuid
 
 import pytest
-from chatbrowser import ARTIFACTS, ChatUser, launch_chromium
+from chatbrowser import ARTIFACTS, ChatUser, running_chromium
 from chatclient import ChatSite, sessions_made_on
-from playwright.sync_api import sync_playwright
 from testhost import published_https_url
 
 # (what, seconds) for every recovery or latency measured in this run, printed at the end.
@@ -109,10 +108,8 @@ def new_username() -> str:
 # of other modules need it gone.
 @pytest.fixture(scope="module")
 def chromium():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with running_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ import pytest
 # The shared helpers of the single-host scenarios.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from chatbrowser import ChatUser, launch_chromium
+from chatbrowser import ChatUser, running_chromium
 from chatclient import ChatSite
-from playwright.sync_api import sync_playwright
 from testhost import container_address, podman
 from waiting import wait_until
 
@@ -107,10 +106,8 @@ def new_users(site):
 
 @pytest.fixture(scope="session")
 def chromium():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with running_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
