@@ -440,16 +440,17 @@
 
   // --- Sending: the outbox --------------------------------------------------
 
-  function renderPending(entry) {
+  // status: why it waits ("pending", or the server's reason for refusing it).
+  function renderPending(entry, status = strings.pending) {
     const item = document.createElement("li");
     item.className = "pending";
     item.dataset.cid = entry.cid;
     const meta = document.createElement("div");
     meta.className = "meta";
-    const status = document.createElement("span");
-    status.className = "status";
-    status.textContent = strings.pending;
-    meta.append(status);
+    const statusEl = document.createElement("span");
+    statusEl.className = "status";
+    statusEl.textContent = status;
+    meta.append(statusEl);
     const text = document.createElement("p");
     text.className = "text";
     text.textContent = entry.text;
@@ -557,17 +558,15 @@
       // Typed while away and refused on the way out for now: first in line
       // again, shown with the reason until it goes through.
       entry.sent = false;
-      entry.item = renderPending(entry);
-      entry.item.querySelector(".status").textContent = frame.error;
+      entry.item = renderPending(entry, frame.error);
       log.append(entry.item);
       outbox.unshift(entry);
       holdUntil = Date.now() + RESEND_AFTER_MS;
       setTimeout(pump, RESEND_AFTER_MS);
     } else {
       // Typed while away and refused for good: it stays where it was, with the reason.
-      const item = renderPending(entry);
+      const item = renderPending(entry, frame.error);
       item.classList.add("refused");
-      item.querySelector(".status").textContent = frame.error;
       log.append(item);
     }
     pump();
