@@ -1,5 +1,6 @@
 """Scripted members and a person in a real browser chatting through a fault, and what
 they must have seen.
+
 Shared by the ha scenario's fault tests (test_2_failover.py, test_4_kill.py).
 """
 
@@ -229,5 +230,6 @@ def summary(members: list[Member]) -> str:
     return f"{posts} posts, {reconnects} reconnects"
 
 
-def new_room() -> str:
-    return f"ha{uuid.uuid4().hex[:10]}"
+def members_of_a_new_room(users: list) -> list[Member]:
+    room = f"ha{uuid.uuid4().hex[:10]}"
+    return [Member(user, room) for user in users]

@@ -8,15 +8,14 @@ server gets from a reboot.
 """
 
 from conftest import APP, REDIS_HOSTS, master_of
-from hachat import USERS, Member, chat_through, new_room, summary
+from hachat import USERS, chat_through, members_of_a_new_room, summary
 from testhost import podman
 
 
 def test_killing_the_master_host_loses_no_message(site, new_users, person, app_password):
     """Otherwise losing the Redis master's host stops chat, or loses or doubles messages."""
     master = master_of(app_password)
-    room = new_room()
-    members = [Member(user, room) for user in new_users(USERS)]
+    members = members_of_a_new_room(new_users(USERS))
 
     resumed = chat_through(members, person, lambda: podman("pause", master))
     print(f"Redis master {master} frozen: chat resumed after {resumed:.1f}s ({summary(members)})")

@@ -9,7 +9,7 @@ persistence. What chat keeps in Redis must survive that.
 
 import testinfra
 from conftest import REDIS_HOSTS, address, master_of, role_of
-from hachat import USERS, Member, chat_through, new_room, summary
+from hachat import USERS, chat_through, members_of_a_new_room, summary
 from testhost import main_pid, podman
 from waiting import wait_until
 
@@ -22,8 +22,7 @@ def test_killing_the_master_process_loses_no_message(
     master = master_of(app_password)
     server = testinfra.get_host(f"podman://{master}")
     killed = main_pid(server, "redis-server")
-    room = new_room()
-    members = [Member(user, room) for user in new_users(USERS)]
+    members = members_of_a_new_room(new_users(USERS))
 
     resumed = chat_through(
         members,
