@@ -97,7 +97,7 @@ def test_one_load_balancer_ignores_a_virtual_address(one_lb):
                 ).read_text(), f"{host}'s {name} changed"
     assert not (with_address / "lb1/keepalived.conf").exists()
     assert wiring(with_address, "lb1") == {
-        "lb_ha": False, "keepalived_password_host": "lb1", "nginx_tls_host": "lb1",
+        "lb_ha": False, "vrrp_keeper": "lb1", "nginx_tls_host": "lb1",
         "nginx_acme_address": "",
     }  # fmt: skip
 
@@ -151,7 +151,7 @@ def test_both_serve_the_certificate_of_the_first(two_lbs):
     move of the address."""
     for host in ("lb1", "lb2"):
         assert wiring(two_lbs, host) == {
-            "lb_ha": True, "keepalived_password_host": "lb1", "nginx_tls_host": "lb1",
+            "lb_ha": True, "vrrp_keeper": "lb1", "nginx_tls_host": "lb1",
             "nginx_acme_address": VIRTUAL,
         }  # fmt: skip
 
@@ -165,7 +165,7 @@ def test_the_recorded_keeper_stays_the_keeper(tmp_path):
     )  # fmt: skip
     for host in ("lb1", "lb2"):
         assert wiring(out, host)["nginx_tls_host"] == "lb2", host
-        assert wiring(out, host)["keepalived_password_host"] == "lb2", host
+        assert wiring(out, host)["vrrp_keeper"] == "lb2", host
 
 
 def test_acme_challenges_are_relayed_to_the_peer(tmp_path, two_lbs):
