@@ -66,6 +66,24 @@ def inventory_for(
     return inventory
 
 
+def fake_inventory(
+    directory: Path, groups: dict[str, list[str]], hosts: dict[str, dict], site_vars: dict
+) -> Path:
+    """An inventory of hosts never contacted (the wiring tests): the site's `groups`, each
+    host's vars, the site's group vars and the project's wiring (playbooks/group_vars/all)."""
+    children = {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()}
+    inventory = directory / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "group_vars/all").symlink_to(ROOT / "playbooks/group_vars/all")
+    # JSON is YAML. The site's vars in group_vars/, as an operator's: group vars in
+    # hosts.yml would yield to the wiring's group_vars/all.
+    (inventory / "group_vars/chatstack.yml").write_text(json.dumps(site_vars))
+    (inventory / "hosts.yml").write_text(
+        json.dumps({"all": {"hosts": hosts, "children": {"chatstack": {"children": children}}}})
+    )
+    return inventory
+
+
 def run_playbook(
     hosts: str | dict[str, list[str]] | Path,
     tmp_path: Path,

@@ -6,7 +6,6 @@ operator's mistake surfaces late, perhaps inside a no_log task with its
 reason hidden.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,20 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # The playbook runner of the Molecule tests.
 sys.path.insert(0, str(ROOT / "molecule/tests"))
 
-from playbook import run_playbook  # noqa: E402
+from playbook import fake_inventory, run_playbook  # noqa: E402
 
 
-def check(tmp_path: Path, groups: dict[str, list[str]], addresses: dict[str, str]):
-    """check-inventory.yml over an inventory of `groups`: its exit code and output as one line."""
+def check(
+    tmp_path: Path,
+    groups: dict[str, list[str]],
+    addresses: dict[str, str],
+    site_vars: dict | None = None,
+):
+    """check-inventory.yml over an inventory of `groups` (and the site's group_vars `site_vars`):
+    its exit code and output as one line."""
     hosts = {name: {"chatstack_private_address": address} for name, address in addresses.items()}
-    children = {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()}
-    inventory = tmp_path / "inventory"
-    (inventory / "group_vars").mkdir(parents=True)
-    (inventory / "group_vars/all").symlink_to(ROOT / "playbooks/group_vars/all")
-    # JSON is YAML.
-    (inventory / "hosts.yml").write_text(
-        json.dumps({"all": {"hosts": hosts, "children": {"chatstack": {"children": children}}}})
-    )
+    inventory = fake_inventory(tmp_path, groups, hosts, site_vars or {})
     result, _ = run_playbook(
         inventory,
         tmp_path,
@@ -81,3 +79,29 @@ def test_a_loopback_address_in_a_cluster_is_named(tmp_path):
     rc, said = check(tmp_path, CLUSTER, {**ADDRESSES, "db1": "127.0.0.1"})
     assert rc != 0
     assert "db1 has a loopback address" in said, said
+
+
+LB_PAIR = {**CLUSTER, "lb": ["lb1", "lb2"]}
+LB_PAIR_ADDRESSES = {**ADDRESSES, "lb2": "10.0.0.3"}
+SHARED = {"chatstack_lb_virtual_address": "10.0.0.100", "nginx_server_name": "chat.example.org"}
+
+
+def test_load_balancers_sharing_an_address_pass(tmp_path):
+    rc, said = check(tmp_path, LB_PAIR, LB_PAIR_ADDRESSES, SHARED)
+    assert rc == 0, said
+
+
+def test_load_balancers_sharing_an_address_without_one_name_are_refused(tmp_path):
+    """Without one public name each would certify its own: users would be warned after a move."""
+    site_vars = {"chatstack_lb_virtual_address": "10.0.0.100"}
+    rc, said = check(tmp_path, LB_PAIR, LB_PAIR_ADDRESSES, site_vars)
+    assert rc != 0
+    assert 'nginx_server_name (group_vars; now {"lb1": "", "lb2": ""})' in said, said
+
+
+def test_a_virtual_address_that_a_host_has_is_refused(tmp_path):
+    """keepalived would add, and take away, an address that a host of the site lives on."""
+    site_vars = {**SHARED, "chatstack_lb_virtual_address": ADDRESSES["app1"]}
+    rc, said = check(tmp_path, LB_PAIR, LB_PAIR_ADDRESSES, site_vars)
+    assert rc != 0
+    assert "must be none of the hosts' chatstack_private_address" in said, said
