@@ -1,10 +1,13 @@
-"""Fixtures for the ha scenario: one sentinel-managed Redis shard of two hosts.
+"""Fixtures for the ha scenario: one sentinel-managed Redis shard of two hosts,
+and PostgreSQL on two hosts under Patroni.
 
 These tests take no `host` fixture: each runs once for the whole site and
 names the hosts it talks to. Run by Molecule's testinfra verifier, or directly:
     pytest molecule/ha/tests
 """
 
+import json
+import os
 import ssl
 import sys
 import uuid
@@ -16,7 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 from chatclient import ChatSite
-from testhost import container_address, podman
+from playbook import recap, run_playbook
+from testhost import container_address, podman, podman_result
 from waiting import wait_until
 
 PREFIX = "chatstack-ha"
@@ -29,6 +33,11 @@ CA_CERTIFICATE = "/etc/chatstack-tls/ca.crt"
 # The passwords, kept on the first Redis host (roles/redis, roles/secret).
 APP_PASSWORD_FILE = "/etc/redis/chatstack.password"
 REPLICATION_USER = "chatstack-replication"
+DB_HOSTS = [f"{PREFIX}-db1", f"{PREFIX}-db2"]
+# Debian 12's PostgreSQL 15, as Debian's patroni@15-main.service reads it.
+PATRONICTL = ["patronictl", "--config-file", "/etc/patroni/15-main.yml"]
+# The scenario's own inventory (host_vars with redis_shard), as converge used it.
+INVENTORY = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "inventory")
 
 
 def address(container: str) -> str:
@@ -96,3 +105,45 @@ def new_users(site):
         return users
 
     return make
+
+
+def patroni_members(among: list[str] = DB_HOSTS) -> dict[str, dict]:
+    """Patroni's view of its cluster, {member: patronictl list's row}, from the first
+    of `among` that answers; {} if none does."""
+    for host in among:
+        listing = podman_result("exec", host, *PATRONICTL, "list", "--format", "json", timeout=30)
+        if listing.returncode == 0:
+            return {row["Member"]: row for row in json.loads(listing.stdout)}
+    return {}
+
+
+def primary_of(among: list[str] = DB_HOSTS) -> str:
+    """The db host Patroni runs as the one primary (waiting for one)."""
+
+    def one_leader():
+        leaders = [
+            name
+            for name, row in patroni_members(among).items()
+            if row["Role"] == "Leader" and row["State"] == "running"
+        ]
+        return leaders[0] if len(leaders) == 1 else None
+
+    return wait_until(one_leader, 90, "Patroni running one primary")
+
+
+def psql(host: str, sql: str, database: str = "chatstack") -> str:
+    """psql's answer on the host, as the postgres superuser over the local socket; "" on error."""
+    result = podman_result(
+        "exec", "--user", "postgres", host,
+        "psql", "-XAtq", "-d", database, "-c", sql,
+    )  # fmt: skip
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def rerun_site(tmp_path: Path, run: str, hosts: list[str]) -> dict[str, int]:
+    """site.yml once more, which must succeed; the changed count of each of `hosts`."""
+    (tmp_path / run).mkdir()
+    result, seconds = run_playbook(INVENTORY, tmp_path / run)
+    print(f"{run} rerun of site.yml: {seconds:.0f}s")
+    assert result.returncode == 0, result.stdout[-6000:]
+    return {host: recap(result.stdout, host)["changed"] for host in hosts}

@@ -4,25 +4,17 @@ The operator's only step besides starting it: rerunning site.yml, which then
 changes nothing, and a second run neither.
 """
 
-import os
-from pathlib import Path
-
-from conftest import REDIS_HOSTS, REPLICATION_USER, SENTINEL_HOSTS, address, master_of, redis_cli
-from playbook import recap, run_playbook
+from conftest import (
+    REDIS_HOSTS,
+    REPLICATION_USER,
+    SENTINEL_HOSTS,
+    address,
+    master_of,
+    redis_cli,
+    rerun_site,
+)
 from testhost import podman
 from waiting import wait_until
-
-# The scenario's own inventory (host_vars with redis_shard), as converge used it.
-INVENTORY = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "inventory")
-
-
-def rerun_site(tmp_path: Path, run: str) -> dict[str, int]:
-    """site.yml once more, which must succeed; the changed count of each host."""
-    (tmp_path / run).mkdir()
-    result, seconds = run_playbook(INVENTORY, tmp_path / run)
-    print(f"{run} rerun of site.yml after the failover: {seconds:.0f}s")
-    assert result.returncode == 0, result.stdout[-6000:]
-    return {host: recap(result.stdout, host)["changed"] for host in SENTINEL_HOSTS}
 
 
 def role_of(host: str, replication_password: str) -> list[str]:
@@ -44,8 +36,8 @@ def test_the_old_master_rejoins_as_replica_and_reruns_change_nothing(
     master = master_of(app_password)
     assert master != old_master, "the returning host took the master role back"
 
-    print(f"changed by the first rerun: {rerun_site(tmp_path, 'first')}")
-    changed = rerun_site(tmp_path, "second")
+    print(f"changed by the first rerun: {rerun_site(tmp_path, 'first', SENTINEL_HOSTS)}")
+    changed = rerun_site(tmp_path, "second", SENTINEL_HOSTS)
     assert set(changed.values()) == {0}, f"a rerun fights the failover: {changed}"
     assert master_of(app_password) == master, "a rerun of site.yml moved the master"
     role = wait_until(

@@ -1,0 +1,207 @@
+"""Scripted chat through the loss of a server: the ha scenario's failover tests share it.
+
+Members post as the page does (a refused or unacknowledged post is sent
+again) and record every message shown, so that a test can tell when chat
+resumed and whether anything acknowledged was lost or doubled.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+
+import testinfra
+from chatclient import next_of_type, stored_messages
+from waiting import wait_until
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+USERS = 4
+# Under the per-account rate limit (README "Limits and abuse": 10 in 10 s).
+POST_INTERVAL_SECONDS = 1.2
+TRAFFIC_BEFORE_KILL_SECONDS = 5
+# A generous functional bound; the measured time is printed.
+RESUME_BOUND_SECONDS = 60
+# After chat resumed, this much traffic shows it stays resumed.
+TRAFFIC_AFTER_RESUME_SECONDS = 10
+
+
+class Member:
+    """One scripted browser tab: posts with a cid, retries unacknowledged posts
+    after a reconnect (as the page does), and records every message it shows."""
+
+    def __init__(self, user, room: str):
+        self.user, self.room = user, room
+        self.name = user.username
+        self.socket = None
+        # message id -> (text, when it first showed)
+        self.shown: dict[int, tuple[str, float]] = {}
+        # cid -> (text, when posted); acknowledged ones move to `stored`.
+        self.pending: dict[str, tuple[str, float]] = {}
+        # cid -> (message id, when posted)
+        self.stored: dict[str, tuple[int, float]] = {}
+        self.reconnects = 0
+
+    def show(self, frame: dict) -> None:
+        self.shown.setdefault(frame["id"], (frame["message"], time.monotonic()))
+        if frame.get("user") == self.name and frame.get("cid") in self.pending:
+            _, posted = self.pending.pop(frame["cid"])
+            self.stored[frame["cid"]] = (frame["id"], posted)
+
+    async def connect(self) -> None:
+        deadline = time.monotonic() + RESUME_BOUND_SECONDS
+        while True:
+            try:
+                socket = await self.user.websocket(self.room)
+                for message in (await next_of_type(socket, "history", timeout=15))["messages"]:
+                    self.show(message)
+                break
+            except (OSError, TimeoutError, WebSocketException):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        self.socket = socket
+        for cid in list(self.pending):
+            await self.send(cid)
+
+    async def send(self, cid: str) -> None:
+        text, _ = self.pending[cid]
+        with contextlib.suppress(ConnectionClosed):
+            await self.socket.send(json.dumps({"message": text, "cid": cid}))
+
+    async def post(self, text: str) -> None:
+        cid = uuid.uuid4().hex
+        self.pending[cid] = (text, time.monotonic())
+        await self.send(cid)
+
+    async def listen(self, done: asyncio.Event) -> None:
+        # cid -> when to send again a post the server refused (it offers "try again").
+        retries: dict[str, float] = {}
+        while not done.is_set():
+            for cid in [cid for cid, due in retries.items() if due < time.monotonic()]:
+                del retries[cid]
+                if cid in self.pending:
+                    await self.send(cid)
+            try:
+                frame = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=1))
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                self.reconnects += 1
+                await self.connect()
+                continue
+            if frame["type"] == "message":
+                self.show(frame)
+            elif frame["type"] == "error" and frame.get("cid") in self.pending:
+                retries[frame["cid"]] = time.monotonic() + 1
+
+
+def resumed_after(members: list[Member], killed: float) -> float | None:
+    """Seconds from the kill until a post was shown to every member, and every
+    later one too; None while the newest posts still miss someone."""
+    posts = sorted(
+        (posted, message_id)
+        for member in members
+        for message_id, posted in member.stored.values()
+        if posted > killed
+    )
+    everywhere = [
+        max(member.shown[message_id][1] for member in members)
+        if all(message_id in member.shown for member in members)
+        else None
+        for _, message_id in posts
+    ]
+    resumed = None
+    for shown in everywhere:
+        if shown is None:
+            resumed = None
+        elif resumed is None:
+            resumed = shown - killed
+    if resumed is None or time.monotonic() - killed < resumed + TRAFFIC_AFTER_RESUME_SECONDS:
+        return None
+    return resumed
+
+
+async def chat_through_kill(members: list[Member], kill) -> tuple[float, float]:
+    """Members chat while `kill` runs; returns (seconds until chat resumed, kill time)."""
+    for member in members:
+        await member.connect()
+    done = asyncio.Event()
+    listeners = [asyncio.create_task(member.listen(done)) for member in members]
+
+    # Numbered across both rounds of talk(): the check for doubles compares texts.
+    numbers = itertools.count()
+
+    async def talk(until):
+        while not until():
+            n = next(numbers)
+            for member in members:
+                await member.post(f"{member.name} {n}")
+            await asyncio.sleep(POST_INTERVAL_SECONDS)
+
+    started = time.monotonic()
+    await talk(lambda: time.monotonic() - started > TRAFFIC_BEFORE_KILL_SECONDS)
+    killed = time.monotonic()
+    await asyncio.to_thread(kill)
+    resumed = None
+
+    def over():
+        nonlocal resumed
+        resumed = resumed_after(members, killed)
+        if time.monotonic() - killed > RESUME_BOUND_SECONDS + TRAFFIC_AFTER_RESUME_SECONDS:
+            stuck = {member.name: len(member.pending) for member in members}
+            shown = {member.name: len(member.shown) for member in members}
+            raise AssertionError(
+                f"chat did not resume within {RESUME_BOUND_SECONDS}s of the kill:"
+                f" unacknowledged posts {stuck}, messages shown {shown}"
+            )
+        return resumed is not None
+
+    await talk(over)
+    # The last posts' echoes and deliveries.
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(not member.pending for member in members) or None,
+        30,
+        "every post acknowledged after the failover",
+    )
+    await asyncio.sleep(0)
+    done.set()
+    await asyncio.gather(*listeners)
+    for member in members:
+        await member.socket.close()
+    return resumed, killed
+
+
+def chat_through(site_users: list, kill) -> tuple[list[Member], str, float]:
+    """New members of a new room chat while `kill` runs.
+
+    Returns the members, the room and the seconds until chat resumed.
+    """
+    room = f"ha{uuid.uuid4().hex[:10]}"
+    members = [Member(user, room) for user in site_users]
+    resumed, _ = asyncio.run(chat_through_kill(members, kill))
+    return members, room, resumed
+
+
+def summary(members: list[Member]) -> str:
+    posts = sum(len(member.stored) for member in members)
+    reconnects = sum(member.reconnects for member in members)
+    return f"{posts} posts, {reconnects} reconnects"
+
+
+def assert_nothing_lost_or_doubled(members: list[Member], room: str, app: str) -> None:
+    """Every acknowledged post is stored once and was shown to every member;
+    nothing else was stored or shown."""
+    acknowledged = {message_id for member in members for message_id, _ in member.stored.values()}
+    stored = stored_messages(testinfra.get_host(f"podman://{app}"), room)
+    texts = [message["text"] for message in stored]
+    assert len(texts) == len(set(texts)), "a message was stored twice"
+    assert {message["id"] for message in stored} == acknowledged, "a post was stored unacknowledged"
+    for member in members:
+        missing = acknowledged - member.shown.keys()
+        assert not missing, (
+            f"{member.name} never saw {len(missing)} stored messages without reloading"
+        )
+        assert member.shown.keys() == acknowledged, f"{member.name} was shown messages never stored"

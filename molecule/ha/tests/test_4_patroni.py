@@ -1,0 +1,146 @@
+"""PostgreSQL on two hosts under Patroni: the primary's host stops under chat
+traffic, comes back as a replica, and a primary cut off from the others stops
+taking writes.
+
+After test_2/test_3 (pytest takes modules by name). The primary's host is
+stopped (podman stop: its services shut down as in a power-off by the
+operator) and started again at its address, as a server comes back.
+"""
+
+import subprocess
+import time
+
+import pytest
+from conftest import (
+    APP,
+    DB_HOSTS,
+    PREFIX,
+    REDIS_HOSTS,
+    address,
+    patroni_members,
+    primary_of,
+    psql,
+    rerun_site,
+)
+from failover import USERS, assert_nothing_lost_or_doubled, chat_through, summary
+from testhost import podman, podman_result, start_at_address, systemd_state
+from waiting import wait_until
+
+SITE_HOSTS = [APP, *REDIS_HOSTS, *DB_HOSTS]
+# Patroni demotes a primary that cannot renew its lock for retry_timeout (10 s)
+# and the others elect one once the lock expires (ttl, 30 s); a generous bound.
+DEMOTE_BOUND_SECONDS = 90
+
+
+@pytest.fixture(scope="session")
+def db_addresses() -> dict[str, str]:
+    """Each db host's address while it runs: a stopped container shows none."""
+    return {host: address(host) for host in DB_HOSTS}
+
+
+def other_db_host(host: str) -> str:
+    return next(other for other in DB_HOSTS if other != host)
+
+
+def following(replica: str) -> bool | None:
+    """True once `replica` replays the primary's stream with no lag, by Patroni and PostgreSQL."""
+    row = patroni_members().get(replica, {})
+    return (
+        row.get("Role") == "Replica"
+        and row.get("State") in ("running", "streaming")
+        and row.get("Lag in MB") == 0
+        and psql(replica, "SELECT pg_is_in_recovery()") == "t"
+    ) or None
+
+
+def test_the_replica_follows_the_primary(db_addresses):
+    """Otherwise a failover would find a replica without the recent messages."""
+    primary = primary_of()
+    replica = other_db_host(primary)
+    wait_until(lambda: following(replica), 60, f"{replica} following {primary}")
+    streaming = psql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+    assert streaming == "1", f"the primary streams to {streaming} replicas, not one"
+
+
+def test_stopping_the_primary_host_loses_no_message(site, new_users, db_addresses):
+    """Otherwise losing the PostgreSQL primary's host stops chat, or loses or doubles messages."""
+    primary = primary_of()
+    survivor = other_db_host(primary)
+    wait_until(lambda: following(survivor), 60, f"{survivor} following {primary}")
+
+    def kill():
+        podman("stop", primary)
+
+    members, room, resumed = chat_through(new_users(USERS), kill)
+    print(f"PostgreSQL primary {primary} stopped: chat resumed after {resumed:.1f}s")
+    print(f"({summary(members)})")
+
+    assert_nothing_lost_or_doubled(members, room, APP)
+    assert primary_of([survivor]) == survivor, "Patroni promoted no replica"
+
+
+def test_the_stopped_primary_rejoins_as_replica_and_reruns_change_nothing(db_addresses, tmp_path):
+    """Otherwise a db host back from a stop splits the cluster, or every rerun fights Patroni."""
+    states = {host: podman("inspect", "--format", "{{.State.Status}}", host) for host in DB_HOSTS}
+    stopped = [host for host, state in states.items() if state in ("exited", "stopped")]
+    assert len(stopped) == 1, f"test_stopping_the_primary_host... left no db host stopped: {states}"
+    old_primary = stopped[0]
+    primary = primary_of([other_db_host(old_primary)])
+
+    start_at_address(old_primary, PREFIX, db_addresses[old_primary])
+    systemd_state(old_primary, 120)
+    print(f"changed by the first rerun: {rerun_site(tmp_path, 'first', SITE_HOSTS)}")
+    changed = rerun_site(tmp_path, "second", SITE_HOSTS)
+    assert set(changed.values()) == {0}, f"a rerun fights the failover: {changed}"
+    assert primary_of() == primary, "the returning host or a rerun of site.yml moved the primary"
+    wait_until(lambda: following(old_primary), 120, f"{old_primary} following {primary}")
+
+
+def cut_off(host: str, peers: list[str]) -> None:
+    """Drops everything between `host` and `peers`, inside the host: a network split."""
+    rules = ", ".join(peers)
+    ruleset = (
+        "table inet chatstack_test_cut {\n"
+        f"  chain input {{ type filter hook input priority -10; ip saddr {{ {rules} }} drop; }}\n"
+        f"  chain output {{ type filter hook output priority -10; ip daddr {{ {rules} }} drop; }}\n"
+        "}\n"
+    )
+    subprocess.run(
+        ["podman", "exec", "-i", host, "nft", "-f", "-"], input=ruleset, text=True, check=True
+    )
+
+
+def test_a_primary_cut_off_from_the_others_refuses_writes(db_addresses):
+    """Otherwise a primary on the wrong side of a network split keeps taking writes that the
+    other side's new primary never sees: two diverging databases (split brain)."""
+    primary = primary_of()
+    other = other_db_host(primary)
+    wait_until(lambda: following(other), 60, f"{other} following {primary}")
+    peers = [address(host) for host in SITE_HOSTS if host != primary]
+
+    cut_off(primary, peers)
+    cut = time.monotonic()
+    try:
+        wait_until(
+            lambda: psql(primary, "SELECT pg_is_in_recovery()") == "t" or None,
+            DEMOTE_BOUND_SECONDS,
+            f"the cut-off primary {primary} demoting itself",
+        )
+        demoted = time.monotonic() - cut
+        write = podman_result(
+            "exec", "--user", "postgres", primary,
+            "psql", "-XAtq", "-d", "chatstack", "-c", "CREATE TABLE split_brain_probe (id int)",
+        )  # fmt: skip
+        assert write.returncode != 0 and "read-only" in write.stderr, (
+            f"the cut-off old primary took a write: {write.stdout} {write.stderr}"
+        )
+        assert primary_of([other]) == other, "the other side elected no primary"
+        elected = time.monotonic() - cut
+        assert psql(other, "SELECT pg_is_in_recovery()") == "f", "the new primary takes no writes"
+        print(
+            f"PostgreSQL primary {primary} cut off: read-only after {demoted:.1f}s,"
+            f" {other} primary after {elected:.1f}s"
+        )
+    finally:
+        podman("exec", primary, "nft", "delete", "table", "inet", "chatstack_test_cut")
+    wait_until(lambda: following(primary), 120, f"{primary} back as a replica of {other}")
