@@ -110,6 +110,15 @@ def cut_off(host: str, peers: list[str]) -> None:
     )
 
 
+def writes(host: str):
+    """A write on the host's server that leaves nothing behind (a temporary table), as the
+    postgres superuser: the finished psql."""
+    return podman_result(
+        "exec", "--user", "postgres", host,
+        "psql", "-XAtq", "-c", "CREATE TEMPORARY TABLE split_brain_probe (id int)",
+    )  # fmt: skip
+
+
 def test_a_primary_cut_off_from_the_others_refuses_writes(db_addresses):
     """Otherwise a primary on the wrong side of a network split keeps taking writes that the
     other side's new primary never sees: two diverging databases (split brain)."""
@@ -122,15 +131,18 @@ def test_a_primary_cut_off_from_the_others_refuses_writes(db_addresses):
     cut = time.monotonic()
     try:
         wait_until(
+            lambda: writes(primary).returncode != 0 or None,
+            DEMOTE_BOUND_SECONDS,
+            f"the cut-off primary {primary} refusing writes",
+        )
+        refused = time.monotonic() - cut
+        wait_until(
             lambda: psql(primary, "SELECT pg_is_in_recovery()") == "t" or None,
             DEMOTE_BOUND_SECONDS,
-            f"the cut-off primary {primary} demoting itself",
+            f"the cut-off primary {primary} back up as a replica",
         )
-        demoted = time.monotonic() - cut
-        write = podman_result(
-            "exec", "--user", "postgres", primary,
-            "psql", "-XAtq", "-d", "chatstack", "-c", "CREATE TABLE split_brain_probe (id int)",
-        )  # fmt: skip
+        read_only = time.monotonic() - cut
+        write = writes(primary)
         assert write.returncode != 0 and "read-only" in write.stderr, (
             f"the cut-off old primary took a write: {write.stdout} {write.stderr}"
         )
@@ -138,9 +150,11 @@ def test_a_primary_cut_off_from_the_others_refuses_writes(db_addresses):
         elected = time.monotonic() - cut
         assert psql(other, "SELECT pg_is_in_recovery()") == "f", "the new primary takes no writes"
         print(
-            f"PostgreSQL primary {primary} cut off: read-only after {demoted:.1f}s,"
-            f" {other} primary after {elected:.1f}s"
+            f"PostgreSQL primary {primary} cut off: writes refused after {refused:.1f}s,"
+            f" read-only replica after {read_only:.1f}s, {other} primary by {elected:.1f}s"
         )
     finally:
         podman("exec", primary, "nft", "delete", "table", "inet", "chatstack_test_cut")
+    # Healing the split must not bring the old primary back as a second one.
     wait_until(lambda: following(primary), 120, f"{primary} back as a replica of {other}")
+    assert primary_of() == other, "the old primary took the primary role back"
