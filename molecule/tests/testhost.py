@@ -55,6 +55,19 @@ def container_address(container: str, network: str | None = None) -> str:
     return podman("inspect", "--format", template, container)
 
 
+def container_state(container: str) -> str:
+    """Podman's state of the container: "running", "paused", "exited", ..."""
+    return podman("inspect", "--format", "{{.State.Status}}", container)
+
+
+def start_at_address(container: str, network: str, address: str) -> None:
+    """Starts a stopped container at the address it had on `network`, as a
+    rebooted server keeps its own: Podman 4 would give it a new one."""
+    podman("network", "disconnect", network, container)
+    podman("network", "connect", "--ip", address, network, container)
+    podman("start", container)
+
+
 def published_https_url(container: str) -> str:
     """The container's HTTPS address on the controller; a restart may publish a new port."""
     return f"https://{podman('port', container, '443/tcp').split()[0]}"

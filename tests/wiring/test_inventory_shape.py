@@ -6,6 +6,7 @@ operator's mistake surfaces late, perhaps inside a no_log task with its
 reason hidden.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,9 +24,12 @@ def check(
     groups: dict[str, list[str]],
     addresses: dict[str, str],
     site_vars: dict | None = None,
+    *,
+    playbook: str = "check-inventory.yml",
+    args: tuple[str, ...] = (),
 ):
-    """check-inventory.yml over an inventory of `groups` (and the site's group_vars `site_vars`):
-    its exit code and output as one line."""
+    """A playbook of this directory (check-inventory.yml) over an inventory of `groups`
+    (and the site's group_vars `site_vars`): its exit code and output as one line."""
     hosts = {name: {"chatstack_private_address": address} for name, address in addresses.items()}
     inventory = fake_inventory(tmp_path, groups, hosts, site_vars or {})
     result, _ = run_playbook(
@@ -33,7 +37,8 @@ def check(
         tmp_path,
         "-c",
         "local",
-        playbook=str(Path(__file__).with_name("check-inventory.yml")),
+        *args,
+        playbook=str(Path(__file__).with_name(playbook)),
     )
     return result.returncode, " ".join(result.stdout.split())
 
@@ -62,11 +67,48 @@ def test_a_missing_group_is_named(tmp_path, group):
     assert f"The inventory puts no host of this site in the group(s) {group}:" in said, said
 
 
-def test_two_database_hosts_are_refused(tmp_path):
+def test_two_database_hosts_pass(tmp_path):
     groups = {**CLUSTER, "db": ["db1", "db2"]}
     rc, said = check(tmp_path, groups, {**ADDRESSES, "db2": "10.0.0.32"})
-    assert rc != 0
-    assert "The group db has 2 hosts (db1, db2)" in said, said
+    assert rc == 0, said
+
+
+def database_wiring(tmp_path: Path, db_hosts: list[str]) -> dict[str, dict]:
+    """What the site wires for each db host of CLUSTER with `db_hosts`, and its pg_hba.conf."""
+    groups = {**CLUSTER, "db": db_hosts}
+    addresses = {**ADDRESSES, "db2": "10.0.0.32"}
+    output = tmp_path / "wiring"
+    output.mkdir()
+    rc, said = check(
+        tmp_path, groups, addresses,
+        playbook="database-wiring.yml", args=("-e", f"wiring_output={output}"),
+    )  # fmt: skip
+    assert rc == 0, said
+    return {host: json.loads((output / f"{host}.json").read_text()) for host in db_hosts}
+
+
+def test_one_database_host_keeps_a_plain_server(tmp_path):
+    """Otherwise a site with one db host would wait for an etcd that no host runs."""
+    wiring = database_wiring(tmp_path, ["db1"])["db1"]
+    assert not wiring["patroni"] and wiring["etcd_hosts"] == []
+    assert wiring["app_database_host"] == "10.0.0.31" and wiring["target_session_attrs"] == ""
+    assert "replication" not in wiring["pg_hba"], wiring["pg_hba"]
+    assert [entry["port"] for entry in wiring["restricted_ports"]] == [5432]
+    assert wiring["restricted_ports"][0]["sources"] == ["10.0.0.11", "10.0.0.12"]
+
+
+def test_two_database_hosts_fail_over_through_three_etcd_members(tmp_path):
+    """Otherwise the app would keep writing to one server, or the election would lack a vote."""
+    wiring = database_wiring(tmp_path, ["db1", "db2"])
+    assert all(host["patroni"] for host in wiring.values())
+    assert wiring["db1"]["etcd_hosts"] == ["db1", "db2", "app1"]
+    assert wiring["db1"]["app_database_host"] == "10.0.0.31,10.0.0.32"
+    assert wiring["db1"]["target_session_attrs"] == "read-write"
+    assert "hostssl replication  replicator  10.0.0.32/32" in wiring["db1"]["pg_hba"]
+    ports = {entry["port"]: entry["sources"] for entry in wiring["db1"]["restricted_ports"]}
+    assert ports[5432] == ["10.0.0.11", "10.0.0.12", "10.0.0.32"], "replicas must reach PostgreSQL"
+    assert ports[8008] == ["10.0.0.32"], "only the other member may call Patroni's REST API"
+    assert ports[2379] == ["10.0.0.11", "10.0.0.32"] and ports[2380] == ["10.0.0.11", "10.0.0.32"]
 
 
 def test_hosts_sharing_an_address_are_named(tmp_path):

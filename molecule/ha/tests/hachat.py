@@ -1,7 +1,7 @@
 """Scripted members and a person in a real browser chatting through a fault, and what
 they must have seen.
 
-Shared by the ha scenario's fault tests (test_2_failover.py, test_4_kill.py).
+Shared by the ha scenario's fault tests.
 """
 
 import asyncio
@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import testinfra
 from chatbrowser import ChatUser
 from chatclient import next_of_type, stored_messages
-from conftest import APP
+from conftest import LB_HOSTS
+from testhost import container_state
 from waiting import wait_until
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -204,7 +205,8 @@ def chat_through(members: list[Member], person: ChatUser, fault) -> float:
     person.wait_until_sent(timeout=RESUME_BOUND_SECONDS)
 
     acknowledged = {message_id for member in members for message_id, _ in member.stored.values()}
-    stored = stored_messages(testinfra.get_host(f"podman://{APP}"), room)
+    running = next(host for host in LB_HOSTS if container_state(host) == "running")
+    stored = stored_messages(testinfra.get_host(f"podman://{running}"), room)
     texts = [message["text"] for message in stored]
     assert len(texts) == len(set(texts)), "a message was stored twice"
     assert [text for text in texts if text in typed] == typed, (

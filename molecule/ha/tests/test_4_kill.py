@@ -8,10 +8,9 @@ persistence. What chat keeps in Redis must survive that.
 """
 
 import testinfra
-from conftest import REDIS_HOSTS, address, master_of, role_of
+from conftest import REDIS_HOSTS, master_of, wait_replicating
 from hachat import USERS, chat_through, members_of_a_new_room, summary
 from testhost import main_pid, podman
-from waiting import wait_until
 
 
 def test_killing_the_master_process_loses_no_message(
@@ -34,11 +33,4 @@ def test_killing_the_master_process_loses_no_message(
 
     master = master_of(app_password)
     replica = next(host for host in REDIS_HOSTS if host != master)
-    wait_until(
-        lambda: (
-            role_of(replica, replication_password)[:4]
-            == ["slave", address(master), "6379", "connected"]
-        ),
-        60,
-        f"{replica} replicating the master {master} again",
-    )
+    wait_replicating(replica, master, replication_password)
