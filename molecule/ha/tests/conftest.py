@@ -43,8 +43,17 @@ SITE_HOSTS = [*LB_HOSTS, *REDIS_HOSTS, *DB_HOSTS]
 STOPPED = ("exited", "stopped")
 # Debian 12's PostgreSQL 15, as Debian's patroni@15-main.service reads it.
 PATRONICTL = ["patronictl", "--config-file", "/etc/patroni/15-main.yml"]
-# The scenario's own inventory (host_vars with redis_shard), as converge used it.
-INVENTORY = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "inventory")
+# Molecule's inventory, which converge used: one host per group.
+CONVERGED = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "inventory")
+# The grown site's, written by test_0_grow.py beside it.
+INVENTORY = CONVERGED.with_name("grown")
+# What test_0_grow.py adds to each group.
+GROWTH = {
+    "lb": [LB_HOSTS[1]],
+    "app": [LB_HOSTS[1]],
+    "redis": [REDIS_HOSTS[1]],
+    "db": [DB_HOSTS[1]],
+}
 
 
 def address(container: str) -> str:

@@ -48,6 +48,8 @@ class Member:
         # cid -> (message id, when posted)
         self.stored: dict[str, tuple[int, float]] = {}
         self.reconnects = 0
+        # cid -> the reason of the last error frame about it (what the page would show).
+        self.refusals: dict[str, str] = {}
 
     def show(self, frame: dict) -> None:
         self.shown.setdefault(frame["id"], (frame["message"], time.monotonic()))
@@ -100,6 +102,7 @@ class Member:
             if frame["type"] == "message":
                 self.show(frame)
             elif frame["type"] == "error" and frame.get("cid") in self.pending:
+                self.refusals[frame["cid"]] = frame.get("reason", frame.get("message", ""))
                 retries[frame["cid"]] = time.monotonic() + 1
 
 
@@ -167,12 +170,25 @@ async def chat_while(members: list[Member], fault, awaited: list[str]) -> float:
 
     await talk(over)
     # The last posts' echoes and deliveries.
-    await asyncio.to_thread(
-        wait_until,
-        lambda: all(not member.pending for member in members) or None,
-        30,
-        "every post acknowledged after the failover",
-    )
+    try:
+        await asyncio.to_thread(
+            wait_until,
+            lambda: all(not member.pending for member in members) or None,
+            30,
+            "every post acknowledged after the failover",
+        )
+    except AssertionError as unanswered:
+        now = time.monotonic()
+        raise AssertionError(
+            f"{unanswered}; {summary(members)}; unanswered posts:"
+            + "".join(
+                f" {member.name}: {text!r} posted {now - posted:.0f}s ago,"
+                f" last refused for {member.refusals.get(cid)!r}"
+                f" (reconnects {member.reconnects})"
+                for member in members
+                for cid, (text, posted) in member.pending.items()
+            )
+        ) from None
     await asyncio.to_thread(
         wait_until,
         lambda: (
