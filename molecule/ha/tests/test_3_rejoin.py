@@ -1,5 +1,5 @@
 """The host frozen by test_2_failover.py comes back and rejoins as a replica,
-with no operator step (test_6_reruns.py reruns site.yml after every fault).
+with no operator step (test_7_reruns.py reruns site.yml after every fault).
 """
 
 from conftest import REDIS_HOSTS, host_left_down, master_of, wait_replicating
