@@ -47,7 +47,8 @@ class Member:
         self.pending: dict[str, tuple[str, float]] = {}
         # cid -> (message id, when posted)
         self.stored: dict[str, tuple[int, float]] = {}
-        self.reconnects = 0
+        # (when the lost connection was noticed, when the next one was up), monotonic.
+        self.outages: list[tuple[float, float]] = []
         # cid -> the reason of the last error frame about it (what the page would show).
         self.refusals: dict[str, str] = {}
 
@@ -96,8 +97,9 @@ class Member:
             except TimeoutError:
                 continue
             except ConnectionClosed:
-                self.reconnects += 1
+                noticed = time.monotonic()
                 await self.connect()
+                self.outages.append((noticed, time.monotonic()))
                 continue
             if frame["type"] == "message":
                 self.show(frame)
@@ -169,6 +171,7 @@ async def chat_while(members: list[Member], fault, awaited: list[str]) -> float:
         return resumed is not None
 
     await talk(over)
+    print(f"connections lost and back, seconds after the fault: {outages(members, faulted)}")
     # The last posts' echoes and deliveries.
     try:
         await asyncio.to_thread(
@@ -184,7 +187,7 @@ async def chat_while(members: list[Member], fault, awaited: list[str]) -> float:
             + "".join(
                 f" {member.name}: {text!r} posted {now - posted:.0f}s ago,"
                 f" last refused for {member.refusals.get(cid)!r}"
-                f" (reconnects {member.reconnects})"
+                f" (reconnects {len(member.outages)})"
                 for member in members
                 for cid, (text, posted) in member.pending.items()
             )
@@ -243,9 +246,19 @@ def chat_through(members: list[Member], person: ChatUser, fault) -> float:
 
 
 def summary(members: list[Member]) -> str:
-    reconnects = sum(member.reconnects for member in members)
+    reconnects = sum(len(member.outages) for member in members)
     posts = sum(len(member.stored) for member in members)
     return f"{posts} posts, {reconnects} reconnects"
+
+
+def outages(members: list[Member], faulted: float) -> str:
+    """When each member noticed its connection lost and had the next one: where a
+    failover's time goes (the fault's detection, or the reconnect)."""
+    return ", ".join(
+        f"{member.name} {noticed - faulted:.1f}-{back - faulted:.1f}"
+        for member in members
+        for noticed, back in member.outages
+    )
 
 
 def members_of_a_new_room(users: list) -> list[Member]:

@@ -1,6 +1,6 @@
 """PostgreSQL on two hosts under Patroni: the primary's host stops under chat
-traffic, comes back as a replica, and a primary cut off from the others stops
-taking writes.
+traffic, comes back as a replica, a primary cut off from the others stops
+taking writes, and a primary's Patroni killed comes back and keeps its role.
 
 After test_2 to test_4 (pytest takes modules by name). The primary's host is
 stopped (podman stop: its services shut down as in a power-off by the
@@ -137,3 +137,36 @@ def test_a_primary_cut_off_from_the_others_refuses_writes(site_addresses):
     # Healing the split must not bring the old primary back as a second one.
     wait_until(lambda: following(primary), 120, f"{primary} back as a replica of {other}")
     assert primary_of() == other, "the old primary took the primary role back"
+
+
+def patroni_pid(host: str) -> int:
+    unit = podman("exec", host, "systemctl", "list-units", "--plain", "--no-legend", "patroni@*")
+    return int(podman("exec", host, "systemctl", "show", "-P", "MainPID", unit.split()[0]))
+
+
+def test_a_primary_whose_patroni_dies_stays_the_one_primary(site_addresses):
+    """Otherwise a crashed Patroni leaves its server taking writes while the lock it no
+    longer renews expires and the replica is promoted: two primaries (split brain)."""
+    primary = primary_of()
+    replica = other_db_host(primary)
+    wait_until(lambda: following(replica), 60, f"{replica} following {primary}")
+    killed = patroni_pid(primary)
+
+    podman("exec", primary, "kill", "-KILL", str(killed))
+    started = wait_until(
+        lambda: (pid := patroni_pid(primary)) not in (0, killed) and pid,
+        30,
+        f"systemd starting {primary}'s Patroni again",
+    )
+    # Logged once the new Patroni renewed the lock of the server it found running.
+    wait_until(
+        lambda: (
+            "the leader with the lock"
+            in podman("exec", primary, "journalctl", "-o", "cat", f"_PID={started}")
+        ),
+        60,
+        f"{primary}'s new Patroni holding the primary's lock",
+    )
+    assert primary_of() == primary, "the primary role moved after Patroni's restart"
+    assert writes(primary).returncode == 0, "the primary takes no writes after Patroni's restart"
+    wait_until(lambda: following(replica), 60, f"{replica} still following {primary}")
