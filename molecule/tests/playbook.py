@@ -84,6 +84,48 @@ def fake_inventory(
     return inventory
 
 
+def wiring_facts(address: str) -> dict:
+    """What setup would gather on a fake host: the address on eth0 (and loopback), two cores."""
+    return {
+        "processor_nproc": 2,
+        "interfaces": ["lo", "eth0"],
+        "lo": {"device": "lo", "ipv4": {"address": "127.0.0.1"}},
+        "eth0": {"device": "eth0", "ipv4": {"address": address}},
+    }
+
+
+def render_wiring(
+    directory: Path,
+    groups: dict[str, list[str]],
+    addresses: dict[str, str],
+    site_vars: dict,
+    keeps: dict[str, list[str]] | None = None,
+) -> Path:
+    """tests/wiring/render.yml over a fake site of `groups`, each host at its address;
+    `keeps` is {host: [secrets it keeps]}. Returns the directory of each host's files."""
+    members = dict.fromkeys(host for hosts in groups.values() for host in hosts)
+    hosts = {
+        host: {
+            "chatstack_private_address": addresses[host],
+            "chatstack_kept_secrets": dict.fromkeys((keeps or {}).get(host, []), host),
+            "wiring_facts": wiring_facts(addresses[host]),
+        }
+        for host in members
+    }
+    out = directory / "out"
+    result, _ = run_playbook(
+        fake_inventory(directory, groups, hosts, site_vars),
+        directory,
+        "-c",
+        "local",
+        "-e",
+        f"wiring_out={out}",
+        playbook=str(ROOT / "tests/wiring/render.yml"),
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    return out
+
+
 def run_playbook(
     hosts: str | dict[str, list[str]] | Path,
     tmp_path: Path,

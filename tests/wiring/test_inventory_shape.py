@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The playbook runner of the Molecule tests.
 sys.path.insert(0, str(ROOT / "molecule/tests"))
 
-from playbook import fake_inventory, run_playbook  # noqa: E402
+from playbook import fake_inventory, render_wiring, run_playbook  # noqa: E402
 
 
 def check(
@@ -24,12 +24,9 @@ def check(
     groups: dict[str, list[str]],
     addresses: dict[str, str],
     site_vars: dict | None = None,
-    *,
-    playbook: str = "check-inventory.yml",
-    args: tuple[str, ...] = (),
 ):
-    """A playbook of this directory (check-inventory.yml) over an inventory of `groups`
-    (and the site's group_vars `site_vars`): its exit code and output as one line."""
+    """check-inventory.yml over an inventory of `groups` (and the site's group_vars
+    `site_vars`): its exit code and output as one line."""
     hosts = {name: {"chatstack_private_address": address} for name, address in addresses.items()}
     inventory = fake_inventory(tmp_path, groups, hosts, site_vars or {})
     result, _ = run_playbook(
@@ -37,8 +34,7 @@ def check(
         tmp_path,
         "-c",
         "local",
-        *args,
-        playbook=str(Path(__file__).with_name(playbook)),
+        playbook=str(Path(__file__).with_name("check-inventory.yml")),
     )
     return result.returncode, " ".join(result.stdout.split())
 
@@ -75,16 +71,16 @@ def test_two_database_hosts_pass(tmp_path):
 
 def database_wiring(tmp_path: Path, db_hosts: list[str]) -> dict[str, dict]:
     """What the site wires for each db host of CLUSTER with `db_hosts`, and its pg_hba.conf."""
-    groups = {**CLUSTER, "db": db_hosts}
-    addresses = {**ADDRESSES, "db2": "10.0.0.32"}
-    output = tmp_path / "wiring"
-    output.mkdir()
-    rc, said = check(
-        tmp_path, groups, addresses,
-        playbook="database-wiring.yml", args=("-e", f"wiring_output={output}"),
-    )  # fmt: skip
-    assert rc == 0, said
-    return {host: json.loads((output / f"{host}.json").read_text()) for host in db_hosts}
+    out = render_wiring(
+        tmp_path, {**CLUSTER, "db": db_hosts}, {**ADDRESSES, "db2": "10.0.0.32"}, {}
+    )
+    return {
+        host: {
+            **json.loads((out / host / "wiring.json").read_text()),
+            "pg_hba": (out / host / "pg_hba.conf").read_text(),
+        }
+        for host in db_hosts
+    }
 
 
 def test_one_database_host_keeps_a_plain_server(tmp_path):

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The playbook runner of the Molecule tests.
 sys.path.insert(0, str(ROOT / "molecule/tests"))
 
-from playbook import fake_inventory, run_playbook  # noqa: E402
+from playbook import render_wiring  # noqa: E402
 
 ADDRESSES = {"lb1": "10.0.0.2", "lb2": "10.0.0.3", "app1": "10.0.0.11", "app2": "10.0.0.12",
              "redis1": "10.0.0.21", "db1": "10.0.0.31"}  # fmt: skip
@@ -25,45 +25,20 @@ VIRTUAL = "10.0.0.100"
 SITE = {"nginx_server_name": "chat.example.org"}
 
 
-def facts(address: str) -> dict:
-    """What setup would gather: the address on eth0 (and loopback), two cores."""
-    return {
-        "processor_nproc": 2,
-        "interfaces": ["lo", "eth0"],
-        "lo": {"device": "lo", "ipv4": {"address": "127.0.0.1"}},
-        "eth0": {"device": "eth0", "ipv4": {"address": address}},
-    }
-
-
 def render(directory: Path, lbs: list[str], site_vars: dict, keeps: dict | None = None) -> Path:
     """render.yml over a site with load balancers `lbs`, two app hosts, a redis and a db host;
     `keeps` is {host: [secrets it keeps]}. Returns the directory of each host's files."""
     groups = {"lb": lbs, "app": ["app1", "app2"], "redis": ["redis1"], "db": ["db1"]}
-    members = dict.fromkeys(host for hosts in groups.values() for host in hosts)
-    hosts = {
-        host: {
-            "chatstack_private_address": ADDRESSES[host],
-            "chatstack_kept_secrets": dict.fromkeys((keeps or {}).get(host, []), host),
-            "wiring_facts": facts(ADDRESSES[host]),
-        }
-        for host in members
-    }
-    out = directory / "out"
-    result, _ = run_playbook(
-        fake_inventory(directory, groups, hosts, site_vars),
-        directory,
-        "-c",
-        "local",
-        "-e",
-        f"wiring_out={out}",
-        playbook=str(Path(__file__).with_name("render.yml")),
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    return out
+    return render_wiring(directory, groups, ADDRESSES, site_vars, keeps)
 
 
 def wiring(out: Path, host: str) -> dict:
-    return json.loads((out / host / "wiring.json").read_text())
+    """The load balancers' part of the wiring's choices for `host`."""
+    choices = json.loads((out / host / "wiring.json").read_text())
+    return {
+        key: choices[key]
+        for key in ("lb_ha", "vrrp_keeper", "nginx_tls_host", "nginx_acme_address")
+    }
 
 
 @pytest.fixture(scope="module")
