@@ -41,8 +41,8 @@ DB_HOSTS = [f"{PREFIX}-db1", f"{PREFIX}-db2"]
 SITE_HOSTS = [*LB_HOSTS, *REDIS_HOSTS, *DB_HOSTS]
 # Podman's states of a stopped container.
 STOPPED = ("exited", "stopped")
-# Debian 12's PostgreSQL 15, as Debian's patroni@15-main.service reads it.
-PATRONICTL = ["patronictl", "--config-file", "/etc/patroni/15-main.yml"]
+# As Debian's patroni@VERSION-main.service reads it (PostgreSQL 15 on Debian 12, 17 on 13).
+PATRONICTL = ["sh", "-c", 'exec patronictl --config-file /etc/patroni/*-main.yml "$@"', "-"]
 # Molecule's inventory, which converge used: one host per group.
 CONVERGED = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "inventory")
 # The grown site's, written by test_0_grow.py beside it.
