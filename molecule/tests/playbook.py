@@ -218,6 +218,17 @@ def recap(output: str, container: str) -> dict[str, int]:
     return {key: int(value) for key, value in (part.split("=") for part in line.split()[2:])}
 
 
+def changed_tasks(output: str) -> list[str]:
+    """Each task that reported a change, as "TASK [role : name] host", from a run's output."""
+    changed, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.rstrip(" *")
+        elif line.startswith("changed: ["):
+            changed.append(f"{task} {line.split('[', 1)[1].split(']', 1)[0]}")
+    return changed
+
+
 def app_copy(tmp_path: Path, name: str, change) -> Path:
     """A copy of the app's source with `change(source_dir)` applied."""
     source = tmp_path / name

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 from chatbrowser import ChatUser, running_chromium
 from chatclient import ChatSite
-from playbook import recap, run_playbook
+from playbook import changed_tasks, recap, run_playbook
 from testhost import container_address, container_state, podman, podman_result
 from waiting import wait_until
 
@@ -247,4 +247,6 @@ def rerun_site(tmp_path: Path, run: str, hosts: list[str]) -> dict[str, int]:
     result, seconds = run_playbook(INVENTORY, tmp_path / run)
     print(f"{run} rerun of site.yml: {seconds:.0f}s")
     assert result.returncode == 0, result.stdout[-6000:]
+    for task in changed_tasks(result.stdout):
+        print(f"changed by the {run} rerun: {task}")
     return {host: recap(result.stdout, host)["changed"] for host in hosts}
