@@ -241,12 +241,12 @@ def holder() -> str:
     )
 
 
-def rerun_site(tmp_path: Path, run: str, hosts: list[str]) -> dict[str, int]:
-    """site.yml once more, which must succeed; the changed count of each of `hosts`."""
+def rerun_site(tmp_path: Path, run: str, hosts: list[str]) -> tuple[dict[str, int], list[str]]:
+    """site.yml once more, which must succeed: the changed count of each of `hosts`, and
+    each task that changed something (with its host)."""
     (tmp_path / run).mkdir()
     result, seconds = run_playbook(INVENTORY, tmp_path / run)
     print(f"{run} rerun of site.yml: {seconds:.0f}s")
     assert result.returncode == 0, result.stdout[-6000:]
-    for task in changed_tasks(result.stdout):
-        print(f"changed by the {run} rerun: {task}")
-    return {host: recap(result.stdout, host)["changed"] for host in hosts}
+    counts = {host: recap(result.stdout, host)["changed"] for host in hosts}
+    return counts, changed_tasks(result.stdout)

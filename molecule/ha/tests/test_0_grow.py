@@ -73,7 +73,8 @@ def test_a_site_grown_into_pairs_keeps_its_data(request, tmp_path):
     assert len(before) == MESSAGES
 
     write_grown_inventory()
-    print(f"changed by growing: {rerun_site(tmp_path, 'growing', SITE_HOSTS)}")
+    counts, _ = rerun_site(tmp_path, "growing", SITE_HOSTS)
+    print(f"changed by growing: {counts}")
 
     assert stored_messages(app, room) == before, "the messages stored before did not survive"
     assert primary_of() == DB_HOSTS[0], "the database that held the data is not the primary"
