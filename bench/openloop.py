@@ -10,6 +10,10 @@ lateness is reported apart (send_lag_ms) to tell the two apart. Each also
 carries a cid, as the page's posts do, so that a refusal names the post it
 refuses: a refused post is answered, not lost, and its deliveries are not
 expected; a post neither echoed to its sender nor refused is unanswered.
+
+Right after the last (highest) step's sends, everyone goes on at the first
+step's rate: the recovery, whose latency counts posts from RECOVERY_SECONDS
+on, tells whether an overloaded host is back on time once the load drops.
 """
 
 import asyncio
@@ -34,6 +38,12 @@ SETTLE_SECONDS = 90
 LEAD_NS = 200_000_000
 # The latency target capacity is measured against.
 TARGET_P99_MS = 100
+# Issue 18's bounds at four times the capacity at target: what is delivered
+# is at most this late, and after the load drops the target holds again
+# for posts from RECOVERY_SECONDS on.
+OVERLOAD_FACTOR = 4
+OVERLOAD_P99_MS = 1000
+RECOVERY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class _Step:
     start: int
     end: int
     deadline: int
+    # Deliveries of posts scheduled before this count, but not their latency.
+    measured_from: int = 0
     counts: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     send_lags: list[float] = field(default_factory=list)
@@ -87,7 +99,8 @@ class _Steps:
         if now > step.deadline:
             step.counts["late"] += 1
             return
-        step.latencies.append((now - int(scheduled_ns)) / 1e6)
+        if int(scheduled_ns) >= step.measured_from:
+            step.latencies.append((now - int(scheduled_ns)) / 1e6)
         step.counts["delivered"] += 1
         if now <= step.end:
             step.counts["delivered_in_window"] += 1
@@ -159,6 +172,23 @@ async def _openloop(
         await asyncio.gather(
             *(_person(socket, index, rate, members[socket.room], step) for socket in people)
         )
+        if index == len(shape.rates) - 1:
+            seconds = int(shape.seconds * 1e9)
+            step = _Step(
+                step.end,
+                step.end + seconds,
+                step.end + seconds + DRAIN_SECONDS * 1_000_000_000,
+                measured_from=step.end + RECOVERY_SECONDS * 1_000_000_000,
+            )
+            steps.steps.append(step)
+            people = [socket for socket in opened if is_open(socket)]
+            step.counts["people"] = len(people)
+            await asyncio.gather(
+                *(
+                    _person(socket, index + 1, shape.rates[0], members[socket.room], step)
+                    for socket in people
+                )
+            )
         await _sleep_until(step.deadline)
         await wait_quiet(opened, quiet=1.0, limit=SETTLE_SECONDS)
     await barrier_wait(barrier, 600)
@@ -172,11 +202,13 @@ async def _openloop(
     return result
 
 
-def _step_result(shape: OpenloopShape, rate: float, outcome: list[dict], cpu_seconds: dict) -> dict:
+def _step_result(
+    shape: OpenloopShape, rate: float, outcome: list[dict], cpu_seconds: dict, also_served: int = 0
+) -> dict:
     totals = counted(outcome, "counts")
     delivered = totals["delivered"]
-    # The CPU readings span the late deliveries too.
-    served = delivered + totals["late"]
+    # The CPU readings span the late deliveries too (and the last step's, the recovery's).
+    served = delivered + totals["late"] + also_served
     return {
         "rate_per_person": rate,
         "people": totals["people"],
@@ -221,7 +253,8 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
         (target, shape, worker_rooms, label, workers)
         for worker_rooms in split(list(range(rooms)), workers)
     ]
-    per_step = shape.seconds + DRAIN_SECONDS + SETTLE_SECONDS + 5
+    # The last step's includes the recovery.
+    per_step = 2 * shape.seconds + DRAIN_SECONDS + SETTLE_SECONDS + 5
     collect, barrier = run_workers(
         _openloop,
         jobs,
@@ -239,12 +272,23 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
         spent.append(cpu_seconds_between(before, after))
         before = after
     outcome = collect()
+    recovery = _step_result(shape, shape.rates[0], [result["steps"][-1] for result in outcome], {})
+    last = len(shape.rates) - 1
     steps = [
-        _step_result(shape, rate, [result["steps"][index] for result in outcome], spent[index])
+        _step_result(
+            shape,
+            rate,
+            [result["steps"][index] for result in outcome],
+            spent[index],
+            also_served=recovery["delivered"] + recovery["late"] if index == last else 0,
+        )
         for index, rate in enumerate(shape.rates)
     ]
     held = [step for step in steps if meets_target(step)]
     saturation = max(steps, key=lambda step: step["delivered_per_second"])
+    capacity = held[-1]["offered_per_second"] if held else 0
+    overload = OVERLOAD_FACTOR * capacity
+    overloaded = [step for step in steps if capacity and step["offered_per_second"] >= overload]
     return {
         "people": shape.people,
         "room_size": shape.room_size,
@@ -253,8 +297,26 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
         "connect_failures": dict(counted(outcome, "connect_failures")),
         "steps": steps,
         # 0: not even the lowest step met the target.
-        "capacity_at_target": held[-1]["offered_per_second"] if held else 0,
+        "capacity_at_target": capacity,
         "capacity_at_target_rate": held[-1]["rate_per_person"] if held else None,
         "saturation_delivered_per_second": saturation["delivered_per_second"],
         "saturation_cpu_us_per_delivery": saturation["cpu_us_per_delivery"],
+        # The first step offering OVERLOAD_FACTOR x the capacity at target; None: none did.
+        "overload": overloaded[0] if overloaded else None,
+        "recovery": recovery,
     }
+
+
+def overload_bounds_held(run: dict) -> bool:
+    """Issue 18's overload target: at OVERLOAD_FACTOR x capacity, what is delivered is at
+    most OVERLOAD_P99_MS late, every post is answered, nothing accepted goes undelivered,
+    and after the load drops the latency target holds from RECOVERY_SECONDS on."""
+    overload, recovery = run["overload"], run["recovery"]
+    p99 = overload["latency_ms"]["p99"]
+    return (
+        p99 is not None
+        and p99 <= OVERLOAD_P99_MS
+        and overload["unanswered"] == 0
+        and overload["undelivered"] == 0
+        and meets_target(recovery)
+    )

@@ -1,5 +1,7 @@
 """The benchmark's report: tuned against seed, row by row, and the targets reached."""
 
+from openloop import OVERLOAD_FACTOR, RECOVERY_SECONDS, overload_bounds_held
+
 
 def ratio(tuned, seed) -> str:
     if not isinstance(tuned, int | float) or not isinstance(seed, int | float) or not seed:
@@ -57,6 +59,14 @@ def _paths(tuned: dict) -> list[tuple]:
             "open loop: CPU µs per delivery at saturation",
             ("openloop", "saturation_cpu_us_per_delivery", "total"),
         ),
+        (
+            f"open loop: {OVERLOAD_FACTOR}x capacity, p99 ms",
+            ("openloop", "overload", "latency_ms", "p99"),
+        ),
+        (
+            f"open loop: then, p99 ms from {RECOVERY_SECONDS} s on",
+            ("openloop", "recovery", "latency_ms", "p99"),
+        ),
         ("capacity: WebSockets held", ("capacity", "held")),
         ("capacity: ramp seconds", ("capacity", "ramp_seconds")),
         ("capacity: broadcast reached", ("capacity", "broadcast_reached")),
@@ -110,7 +120,7 @@ def _step_cells(step: dict | None) -> tuple[str, str]:
         f"{milliseconds(latency['p99'])}, {cell(step['undelivered'])},"
         f" {cell(step['refused_posts'])}, {cell(step['unanswered'])}"
     )
-    cpu = " ".join(cell(step["cpu_us_per_delivery"][group]) for group in CPU_COLUMNS)
+    cpu = " ".join(cell(step["cpu_us_per_delivery"].get(group)) for group in CPU_COLUMNS)
     return delivery, cpu
 
 
@@ -138,6 +148,13 @@ def openloop_table(results: dict) -> str:
         cells = [_step_cells(steps[profile].get(rate))[0] for profile in ("tuned", "seed")]
         offered = f"{rate:g} ({step['offered_per_second']:,.0f})"
         lines.append(f"{offered:<20} {cells[0]:<66} {cells[1]}")
+    cells = [_step_cells(run["recovery"] if run else None)[0] for run in (tuned, seed)]
+    recovery = f"then {shape['recovery']['rate_per_person']:g}"
+    lines.append(f"{recovery:<20} {cells[0]:<66} {cells[1]}")
+    lines.append(
+        f"(then: right after the last step, the first step's rate again;"
+        f" p50 / p99 of posts from {RECOVERY_SECONDS} s on)"
+    )
     lines.append(f"server CPU µs per delivery ({' '.join(CPU_COLUMNS)})")
     for step in shape["steps"]:
         rate = step["rate_per_person"]
@@ -172,6 +189,10 @@ def targets(results: dict) -> dict:
         reached["open loop: server CPU <= 100 µs per delivery at saturation"] = (
             cpu is not None and cpu <= 100
         )
+        reached[
+            f"open loop: at {OVERLOAD_FACTOR}x capacity p99 <= 1 s, every post answered,"
+            f" none lost; p99 <= 100 ms from {RECOVERY_SECONDS} s after"
+        ] = open_loop["overload"] is not None and overload_bounds_held(open_loop)
     again = tuned.get("converge", {}).get("again")
     if again:
         reached["second converge < 30 s, no changes"] = (

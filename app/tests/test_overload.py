@@ -2,6 +2,7 @@
 that cannot keep up, instead of letting the whole room lag; nothing stored is lost."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -9,7 +10,7 @@ from chatstack.asgi import application
 from chatstack.chat import consumers
 from chatstack.chat.metrics import Rejection
 from chatstack.chat.models import Message
-from chatstack.chat.overload import BACKLOG, Backpressure
+from chatstack.chat.overload import BACKLOG, LOOP_LAG, Backpressure
 from chatstack.chat.protocol import CLOSE_TOO_SLOW
 
 from .metricsutil import value
@@ -75,6 +76,40 @@ async def test_a_full_backlog_refuses_at_once_and_accepts_again_when_drained(
     assert [m.cid async for m in Message.objects.order_by("id")] == ["a-1", "b-1"]
 
 
+async def test_a_post_waiting_for_the_database_does_not_hold_up_what_its_sender_is_sent(
+    ws, alice, bob, monkeypatch
+):
+    """While a member's own post waits for the database, the room's messages still
+    reach them at once: a busy host let people who post often get the room
+    seconds late, behind their own posts. Their posts stay in the order sent."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    save_message = consumers.save_message
+
+    async def first_held(room, author, text, *args, **kwargs):
+        if text == "held":
+            entered.set()
+            await release.wait()
+        return await save_message(room, author, text, *args, **kwargs)
+
+    monkeypatch.setattr(consumers, "save_message", first_held)
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+
+    await alice_chat.send_json_to({"message": "held", "cid": "a-1"})
+    await alice_chat.send_json_to({"message": "after it", "cid": "a-2"})
+    await asyncio.wait_for(entered.wait(), 3)
+    await bob_chat.send_json_to({"message": "meanwhile", "cid": "b-1"})
+    # Before the fix this timed out: alice's consumer waited for her post.
+    await receive_where(alice_chat, "message", cid="b-1")
+
+    release.set()
+    assert (await receive(alice_chat, "message"))["cid"] == "a-1"
+    assert (await receive(alice_chat, "message"))["cid"] == "a-2"
+    assert [m.cid async for m in Message.objects.order_by("id")] == ["b-1", "a-1", "a-2"]
+
+
 async def test_a_post_that_waited_too_long_for_the_database_is_refused_not_stored_late(
     ws, alice, settings
 ):
@@ -90,6 +125,50 @@ async def test_a_post_that_waited_too_long_for_the_database_is_refused_not_store
     assert await receive(chat, "error") == {**BUSY, "cid": "late-1"}
     assert busy_count() == before + 1
     assert await Message.objects.acount() == 0, "a post refused as busy was stored anyway"
+
+
+def block_the_loop(seconds: float) -> None:
+    """What a process short of CPU does to its event loop: nothing else runs meanwhile."""
+    time.sleep(seconds)
+
+
+async def test_a_process_that_runs_late_refuses_posts_until_it_has_caught_up(
+    ws, alice, bob, settings
+):
+    """A Daphne process short of CPU lags every room it serves at once: posts are
+    refused as busy while its loop runs late, not stored and sent seconds late to
+    everyone, and taken again once it is on time. One short stall refuses nothing."""
+    settings.CHATSTACK_BUSY_LAG_MS = 100
+    alice_chat = await ws(user=alice, room="general")
+    await joined(alice_chat)
+    bob_chat = await ws(user=bob, room="general")
+    await joined(bob_chat)
+    await alice_chat.send_json_to({"message": "on time", "cid": "a-1"})
+    await receive_where(bob_chat, "message", cid="a-1")
+
+    block_the_loop(0.3)  # One stall, as a garbage collection makes.
+    await alice_chat.send_json_to({"message": "after a stall", "cid": "a-2"})
+    await receive_where(bob_chat, "message", cid="a-2")
+
+    before = busy_count()
+    for _ in range(20):  # Bounded: a loop late by 0.3 s on every tick is ~0.2 s behind by 10.
+        if LOOP_LAG.behind():
+            break
+        block_the_loop(0.3)  # Short of CPU: it runs late on every tick.
+        await asyncio.sleep(0.01)
+    assert LOOP_LAG.behind(), "the loop's lag never counted as behind"
+    assert value("chatstack_event_loop_lag_seconds") > 0.1, "the lag missing from /metrics"
+    await bob_chat.send_json_to({"message": "while late", "cid": "b-1"})
+    assert await receive(bob_chat, "error") == {**BUSY, "cid": "b-1"}
+    assert busy_count() == before + 1
+    assert not await Message.objects.filter(cid="b-1").aexists(), "a refused post was stored"
+
+    for _ in range(50):  # On time again, the lag decays within a few ticks.
+        if not LOOP_LAG.behind():
+            break
+        await asyncio.sleep(0.1)
+    await bob_chat.send_json_to({"message": "while late", "cid": "b-1"})
+    await receive_where(alice_chat, "message", cid="b-1")
 
 
 def with_backpressure(backpressure: Backpressure):

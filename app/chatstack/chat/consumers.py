@@ -14,7 +14,7 @@ from . import latest, limits, metrics
 from .history import WriterBusy, load_between, load_history, load_older, save_message
 from .limits import AccountSockets
 from .metrics import Rejection, Revocation
-from .overload import BACKLOG, Backpressure
+from .overload import BACKLOG, LOOP_LAG, Backpressure
 from .presence import RoomPresence, Snapshot
 from .protocol import (
     CLOSE_LIMITED,
@@ -72,6 +72,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     closing = False
     # How far behind the client is in taking what it is sent; only Daphne tells.
     backpressure: Backpressure | None = None
+    # The client's latest post, stored and broadcast after its earlier ones (see post()).
+    posting: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -84,6 +86,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # heartbeat went on failing every 20 s for good.
             if self.heartbeat is not None:
                 self.heartbeat.cancel()
+            if self.posting is not None:
+                # A post the client made before leaving is still stored and broadcast.
+                await asyncio.wait([self.posting])
             if self.counted:
                 metrics.WEBSOCKET_CONNECTIONS.dec()
             if self.sockets is not None:
@@ -202,11 +207,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if isinstance(request, InvalidMessage):
             await self.reject(request.reason, str(request), request.cid)
             return
-        await self.post(request, arrived)
+        self.post(request, arrived)
 
-    async def post(self, post: Post, arrived: float) -> None:
+    def post(self, post: Post, arrived: float) -> None:
+        """Stores and broadcasts the post in a task, after the client's earlier posts.
+
+        Not awaited here: a consumer handles one event at a time, so while its
+        post waited for the database (up to CHATSTACK_POST_MAX_WAIT_SECONDS) the
+        room's messages to this client queued behind it. At four times what the
+        host could carry, people posting every second got the room seconds late.
+        """
+        self.posting = asyncio.create_task(self.post_after(self.posting, post, arrived))
+
+    async def post_after(self, earlier: asyncio.Task | None, post: Post, arrived: float) -> None:
+        if earlier is not None:
+            await asyncio.wait([earlier])
         with BACKLOG.place() as placed:
-            if placed:
+            if placed and not LOOP_LAG.behind():
                 await self.store_and_broadcast(post, arrived)
             else:
                 await self.reject(Rejection.BUSY, busy_message(), post.cid)
@@ -222,6 +239,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             await latest.record(self.room, message.id)
             frame = json.dumps(message.as_frame())
+            # Before the broadcast, which deliver() may send this client at once.
+            sent_before = message.id <= self.last_id
             # A retry is broadcast again too: if the first broadcast failed, the
             # room gets the message now; where it arrived, deliver() drops it.
             await self.channel_layer.group_send(
@@ -242,21 +261,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.reject(Rejection.NOT_SENT, _("Message not sent, try again."), post.cid)
             return
         if not new:
-            await self.acknowledge_again(message.id, frame)
+            if sent_before:
+                # deliver() drops the broadcast's copy; a client never sent it gets that copy.
+                await self.send(text_data=frame)
             return
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.BROADCAST_LATENCY.observe(time.perf_counter() - arrived)
-
-    async def acknowledge_again(self, message_id: int, frame: str) -> None:
-        """Answers a retried cid with the stored message's frame.
-
-        If this client was never sent it, the broadcast just made brings it
-        (events reach a consumer only after receive() returns); if it was,
-        deliver() drops that copy, so it is sent here.
-        """
-        async with self.delivering:
-            if message_id <= self.last_id:
-                await self.send(text_data=frame)
 
     async def send_older(self, request: HistoryRequest, arrived: float) -> None:
         try:

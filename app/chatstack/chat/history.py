@@ -61,8 +61,13 @@ def save_message(
     """Stores a message; returns it, the id of the room's message before it, and
     False if it was stored before (a retry with the same cid), not now.
 
-    Raises WriterBusy instead of storing it after `deadline` (time.perf_counter()).
+    Raises WriterBusy instead of storing it after `deadline` (time.perf_counter()),
+    before any query: an overloaded host refuses most posts, and each refusal that
+    took a query would hold the writer (SQLite's one, the room's lock on
+    PostgreSQL) that the posts it accepts wait for. A retry of a stored message
+    refused so is acknowledged when it comes again.
     """
+    _before(deadline)  # Waited in this process's queue for the database thread.
     with writer_lock(), transaction.atomic():
         if connection.vendor == "postgresql":
             # Posts to one room are serialised, so "the message before" is exact
@@ -70,6 +75,7 @@ def save_message(
             # (the unique constraint is the last word either way).
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [room])
+        _before(deadline)  # Waited for the other processes' writes (to the room, on PostgreSQL).
         if cid is not None:
             stored = (
                 Message.objects.filter(room=room, author=author, cid=cid)
@@ -78,11 +84,14 @@ def save_message(
             )
             if stored is not None:
                 return stored, newest_id(room, below=stored.id), False
-        if deadline is not None and time.perf_counter() > deadline:
-            raise WriterBusy
         previous = newest_id(room)
         message = Message.objects.create(room=room, author=author, text=text, cid=cid)
         return message, previous, True
+
+
+def _before(deadline: float | None) -> None:
+    if deadline is not None and time.perf_counter() > deadline:
+        raise WriterBusy
 
 
 @contextlib.contextmanager

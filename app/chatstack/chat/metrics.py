@@ -85,6 +85,11 @@ POST_BACKLOG = Gauge(
     "chatstack_post_backlog",
     "Posts accepted from sockets and not yet stored and broadcast, in this process.",
 )
+LOOP_LAG = Gauge(
+    "chatstack_event_loop_lag_seconds",
+    "How late this process's event loop runs what is due, smoothed over about a second;"
+    " past CHATSTACK_BUSY_LAG_MS posts are refused as busy.",
+)
 CONNECTIONS_TOO_SLOW = Counter(
     "chatstack_connections_too_slow",
     "Open WebSockets closed because their client stopped taking what it was sent.",
