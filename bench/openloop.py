@@ -12,8 +12,9 @@ refuses: a refused post is answered, not lost, and its deliveries are not
 expected; a post neither echoed to its sender nor refused is unanswered.
 
 Right after the last (highest) step's sends, everyone goes on at the first
-step's rate: the recovery, whose latency counts posts from RECOVERY_SECONDS
-on, tells whether an overloaded host is back on time once the load drops.
+step's rate for RECOVERY_SECONDS and a step's seconds more: the recovery,
+whose latency counts posts from RECOVERY_SECONDS on, tells whether an
+overloaded host is back on time once the load drops.
 """
 
 import asyncio
@@ -61,8 +62,8 @@ class _Step:
 
     start: int
     end: int
-    deadline: int
-    # Deliveries of posts scheduled before this count, but not their latency.
+    # Deliveries of posts scheduled before this count, but not in latency or delivered/s
+    # (the window from here to `end` is a step's seconds long).
     measured_from: int = 0
     counts: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
@@ -70,6 +71,11 @@ class _Step:
     errors: Counter = field(default_factory=Counter)
     # cid -> the room's members when it was posted: the deliveries a refusal cancels.
     members: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def deadline(self) -> int:
+        """Deliveries later than this are late."""
+        return self.end + DRAIN_SECONDS * 1_000_000_000
 
     def result(self) -> dict:
         return {
@@ -99,9 +105,10 @@ class _Steps:
         if now > step.deadline:
             step.counts["late"] += 1
             return
-        if int(scheduled_ns) >= step.measured_from:
-            step.latencies.append((now - int(scheduled_ns)) / 1e6)
         step.counts["delivered"] += 1
+        if int(scheduled_ns) < step.measured_from:
+            return
+        step.latencies.append((now - int(scheduled_ns)) / 1e6)
         if now <= step.end:
             step.counts["delivered_in_window"] += 1
 
@@ -144,6 +151,18 @@ async def _person(socket: Socket, index: int, rate: float, members: int, step: _
         scheduled += interval
 
 
+async def _post_at(rate: float, index: int, opened: list[Socket], step: _Step, steps: _Steps):
+    """Everyone still connected posts at `rate` through the step's window, as step `index`."""
+    steps.steps.append(step)
+    people = [socket for socket in opened if is_open(socket)]
+    # Every member of the room receives a message, its sender too.
+    members = Counter(socket.room for socket in people)
+    step.counts["people"] = len(people)
+    await asyncio.gather(
+        *(_person(socket, index, rate, members[socket.room], step) for socket in people)
+    )
+
+
 async def _openloop(
     target: Target, shape: OpenloopShape, rooms: list[int], label, workers, barrier
 ):
@@ -162,33 +181,12 @@ async def _openloop(
         await barrier_wait(barrier, 600)
         await barrier_wait(barrier, 60)
         start = time.monotonic_ns() + LEAD_NS
-        end = start + int(shape.seconds * 1e9)
-        step = _Step(start, end, end + DRAIN_SECONDS * 1_000_000_000)
-        steps.steps.append(step)
-        people = [socket for socket in opened if is_open(socket)]
-        # Every member of the room receives a message, its sender too.
-        members = Counter(socket.room for socket in people)
-        step.counts["people"] = len(people)
-        await asyncio.gather(
-            *(_person(socket, index, rate, members[socket.room], step) for socket in people)
-        )
+        step = _Step(start, start + int(shape.seconds * 1e9))
+        await _post_at(rate, index, opened, step, steps)
         if index == len(shape.rates) - 1:
-            seconds = int(shape.seconds * 1e9)
-            step = _Step(
-                step.end,
-                step.end + seconds,
-                step.end + seconds + DRAIN_SECONDS * 1_000_000_000,
-                measured_from=step.end + RECOVERY_SECONDS * 1_000_000_000,
-            )
-            steps.steps.append(step)
-            people = [socket for socket in opened if is_open(socket)]
-            step.counts["people"] = len(people)
-            await asyncio.gather(
-                *(
-                    _person(socket, index + 1, shape.rates[0], members[socket.room], step)
-                    for socket in people
-                )
-            )
+            recovered = step.end + RECOVERY_SECONDS * 1_000_000_000
+            step = _Step(step.end, recovered + int(shape.seconds * 1e9), measured_from=recovered)
+            await _post_at(shape.rates[0], index + 1, opened, step, steps)
         await _sleep_until(step.deadline)
         await wait_quiet(opened, quiet=1.0, limit=SETTLE_SECONDS)
     await barrier_wait(barrier, 600)
@@ -254,7 +252,7 @@ def openloop(target: Target, shape: OpenloopShape, label: str, workers: int, rea
         for worker_rooms in split(list(range(rooms)), workers)
     ]
     # The last step's includes the recovery.
-    per_step = 2 * shape.seconds + DRAIN_SECONDS + SETTLE_SECONDS + 5
+    per_step = 2 * shape.seconds + RECOVERY_SECONDS + DRAIN_SECONDS + SETTLE_SECONDS + 5
     collect, barrier = run_workers(
         _openloop,
         jobs,

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from chatstack.chat import history, latest
+from chatstack.chat.models import Message
 from chatstack.chat.rooms import group_name
 
 from .wsutil import joined, receive
@@ -51,6 +52,22 @@ async def test_a_lost_message_is_filled_in_before_the_next(ws, alice, bob):
     assert await messages(bob_chat, 2) == ["lost by the layer", "next"]
     assert await messages(alice_chat, 2) == ["lost by the layer", "next"]
     assert await bob_chat.receive_nothing(timeout=0.2)
+
+
+async def test_a_stored_message_is_returned_as_stored_with_the_rooms_message_before_it(alice, bob):
+    """What every member's gap filling relies on: a wrong "message before" makes
+    members fetch from the database for nothing, or miss a message the layer lost;
+    the frame sent to the room is the stored message's, its time included."""
+    first, before_first, new = await history.save_message("general", alice, "first", "c-1")
+    _, before_other, _ = await history.save_message("elsewhere", bob, "other")
+    second, before_second, _ = await history.save_message("general", bob, "second")
+    again, before_again, again_new = await history.save_message("general", alice, "first", "c-1")
+
+    assert (before_first, new, before_other) == (None, True, None)
+    assert before_second == first.id
+    assert (again.id, before_again, again_new) == (first.id, None, False)
+    stored = await Message.objects.select_related("author").aget(id=second.id)
+    assert second.as_frame() == stored.as_frame()
 
 
 async def test_reordered_messages_arrive_once_in_order(ws, alice, bob):

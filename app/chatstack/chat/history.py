@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from .models import Message
 
@@ -68,7 +69,20 @@ def save_message(
     refused so is acknowledged when it comes again.
     """
     _before(deadline)  # Waited in this process's queue for the database thread.
-    with writer_lock(), transaction.atomic():
+    with writer_lock():
+        if connection.vendor == "sqlite":
+            _before(deadline)  # Waited for the other processes' writes.
+            inserted = _insert_sqlite(room, author, text, cid)
+            if inserted is not None:
+                return *inserted, True
+            # Stored before: the lookup below finds it.
+        return _save(room, author, text, cid, deadline)
+
+
+def _save(
+    room: str, author, text: str, cid: str | None, deadline: float | None
+) -> tuple[Message, int | None, bool]:
+    with transaction.atomic():
         if connection.vendor == "postgresql":
             # Posts to one room are serialised, so "the message before" is exact
             # even when app hosts write concurrently, and so is the cid lookup
@@ -87,6 +101,37 @@ def save_message(
         previous = newest_id(room)
         message = Message.objects.create(room=room, author=author, text=text, cid=cid)
         return message, previous, True
+
+
+def _insert_sqlite(
+    room: str, author, text: str, cid: str | None
+) -> tuple[Message, int | None] | None:
+    """Stores the message and finds the room's message before it in one statement,
+    unless the author stored one with this cid in the room before (None then).
+
+    The writer lock is held meanwhile, and every statement gives up the GIL to
+    SQLite and waits to take it back from the event loop's thread (up to the
+    5 ms switch interval when it is busy): the ORM's five statements held the
+    lock 4.2 ms on average at 3,000 deliveries/s, which capped the host at
+    ~240 posts/s (issue 18).
+    """
+    created = timezone.now()
+    table = Message._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (room, author_id, text, created, cid)"  # noqa: S608 (the model's table)
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            f" RETURNING id, (SELECT max(id) FROM {table} AS earlier"
+            f" WHERE earlier.room = %s AND earlier.id < {table}.id)",
+            [room, author.pk, text, connection.ops.adapt_datetimefield_value(created), cid, room],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    message = Message(id=row[0], room=room, author=author, text=text, created=created, cid=cid)
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message, row[1]
 
 
 def _before(deadline: float | None) -> None:
