@@ -106,11 +106,9 @@ test-wiring: venv ## Wiring on fake inventories, role contracts, the collection 
 test-fast: lint test-app test-wiring ## Lint, the app's and the wiring's tests: no containers
 
 # Every scenario, longest first: MOLECULE_JOBS at a time finish close together.
-# Each scenario's output is printed whole when it ends. Three at a time on 2 cores:
-# much of a scenario is waiting (systemd booting, apt, failover timers), and two
-# at a time took 66 minutes in CI (default alone is 29 to 47).
-SCENARIOS := default ha resilience cluster ssh acme
-MOLECULE_JOBS ?= 3
+# Each scenario's output is printed whole when it ends.
+SCENARIOS := default cluster ha resilience ssh acme
+MOLECULE_JOBS ?= 2
 ifneq ($(sort $(SCENARIOS)),$(sort $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))))
 $(error SCENARIOS must list every molecule/*/molecule.yml)
 endif
@@ -118,7 +116,7 @@ endif
 # Each scenario's whole output is also kept in build/molecule/<scenario>.log; the run ends
 # with one line per scenario and the tests that failed, where a CI log's tail shows them.
 # --keep-going: one scenario failing does not keep the others from being run and reported.
-test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (3) at a time
+test-molecule: venv images ## Every Molecule scenario, MOLECULE_JOBS (2) at a time
 	@status=0; $(MAKE) --no-print-directory -j$(MOLECULE_JOBS) --keep-going --output-sync=target \
 	    $(SCENARIOS:%=molecule-%) || status=$$?; \
 	echo "== summary"; for scenario in $(SCENARIOS); do \
