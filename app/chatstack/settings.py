@@ -338,8 +338,8 @@ CHATSTACK_HISTORY_SIZE = _int("CHATSTACK_HISTORY_SIZE", 50, minimum=0)
 # each: ~4 ms for a room of 20 at the ~210 µs per delivery measured in issue 18's
 # benchmark. 100 of them are ~0.4 s of work, under the 1 s a delivered message
 # may take at overload (issue 18), leaving the rest for the fan-out queues; one
-# socket holds at most one (it waits for its post), so a bound of 100 is never
-# met below 100 people posting at the same instant.
+# socket holds at most one (its posts are stored one after another), so a bound
+# of 100 is never met below 100 people posting at the same instant.
 CHATSTACK_POST_BACKLOG = _int("CHATSTACK_POST_BACKLOG", 100)
 # A post that waited longer than this for the database (behind the process's
 # other posts, another process holding SQLite's writer lock, a checkpoint) is
